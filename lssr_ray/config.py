@@ -1,0 +1,101 @@
+"""Frozen configuration dataclasses shared by jobs, Ray workers and the library.
+
+Jobs parse arguments into one of these and pass it down; across Ray, send
+``dataclasses.asdict(cfg)`` and rebuild with ``Cls.from_dict``. Every field has a unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lssr_ray.errors import ConfigError
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""Repository root (where ``data/``, ``configs/`` and ``examples/`` live in a source checkout)."""
+
+#: Band groups the model super-resolves; each is one 3-channel image through the frozen SD.
+#: Names are HLS common names; HLS L30/S30 band ids per group live in ``lssr_ray.data.hls``.
+BAND_GROUPS: dict[str, tuple[str, str, str]] = {
+    "rgb": ("red", "green", "blue"),
+    "ir": ("nir", "swir1", "swir2"),
+}
+#: The six output bands in store order.
+OUTPUT_BANDS: tuple[str, ...] = BAND_GROUPS["rgb"] + BAND_GROUPS["ir"]
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown keys {unknown}; valid keys: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            value = data[f.name]
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """How an AOI becomes an output grid and chips."""
+
+    output_resolution: float = 10.0
+    """Output pixel size in metres (the Sentinel-2 10 m grid)."""
+    scale: int = 3
+    """Input pixel / output pixel ratio: each 30 m input pixel maps to exactly scale×scale outputs."""
+    chip_size: int = 64
+    """Chip edge in *input* (30 m) pixels; the model sees chip_size×scale output pixels (192)."""
+    overlap: int = 8
+    """Overlap between neighbouring chips in input pixels (split evenly as a halo on each side)."""
+
+    def __post_init__(self) -> None:
+        if self.scale < 1 or self.chip_size < 1:
+            raise ConfigError(f"scale and chip_size must be >= 1, got {self.scale}, {self.chip_size}")
+        if self.overlap < 0 or self.overlap % 2 or self.overlap >= self.chip_size:
+            raise ConfigError(
+                f"overlap must be an even number of input pixels in [0, chip_size), got {self.overlap}"
+            )
+
+    @property
+    def input_resolution(self) -> float:
+        """Input pixel size in metres (30 m)."""
+        return self.output_resolution * self.scale
+
+    @property
+    def stride(self) -> int:
+        """Distance between chip origins in input pixels (= core size of a chip)."""
+        return self.chip_size - self.overlap
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GridConfig:
+        return _from_dict(cls, data)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild any config dataclass from ``asdict`` output (unknown keys are an error)."""
+    return _from_dict(cls, data)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a plain dict (sections are turned into dataclasses by callers)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    with p.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+__all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "from_dict", "load_yaml", "field"]

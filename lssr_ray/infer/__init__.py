@@ -1,0 +1,1 @@
+"""infer layer of lssr-ray."""

@@ -1,0 +1,1 @@
+"""mapping layer of lssr-ray."""
