@@ -98,4 +98,69 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-__all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "from_dict", "load_yaml", "field"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adapter fine-tuning with Ray Train (``jobs/train.py --config configs/<name>.yaml``)."""
+
+    run_name: str = "lssr-cpu"
+    """Run folder name under ``storage_path``; starting a job again with the same name resumes it."""
+    storage_path: str = "runs"
+    """Where checkpoints go: a local folder (made absolute) or ``s3://bucket/prefix``."""
+    base: str = "models/small-sd-base"
+    """Frozen base: a diffusers SD folder (local path or ``s3://`` URI)."""
+    pairs: str = "data/pairs"
+    """Training pairs (docs/PAIRS.md format), local path or ``s3://``."""
+    val_split: float = 0.2
+    """Fraction of pairs held out for validation (deterministic by ``seed``), when no ``val_pairs``."""
+    val_pairs: str | None = None
+    """Optional separate validation pairs."""
+    num_workers: int = 2
+    """Ray Train workers (one per GPU on GPU clusters)."""
+    use_gpu: str = "auto"
+    """``auto`` (GPU if the cluster has one), ``true`` or ``false``."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker (on 2-core hosts keep num_workers * cpus <= 2)."""
+    batch_size: int = 2
+    """Chips per worker per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate for adapters, fusion and SAR head."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_steps: int = 60
+    """Optimizer steps in total (across restarts)."""
+    checkpoint_every: int = 20
+    """Optimizer steps between adapter checkpoints."""
+    val_every: int = 20
+    """Optimizer steps between validations."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on GPUs that support it, else fp16 on GPU, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``."""
+    max_failures: int = 3
+    """Worker failures Ray Train recovers from (restarting from the last checkpoint)."""
+    num_to_keep: int = 2
+    """Checkpoints kept in storage."""
+    seed: int = 0
+    """Seed for model init, modality dropout, crops and the validation split."""
+    model: dict = field(default_factory=dict)
+    """Overrides of :class:`lssr_ray.model.lssr.LSSRConfig` (timestep, modality_dropout, adapters...)."""
+    loss: dict = field(default_factory=dict)
+    """Keyword arguments of :class:`lssr_ray.model.losses.LSSRLoss` (weights, perceptual_model)."""
+
+    def __post_init__(self) -> None:
+        if self.use_gpu not in ("auto", "true", "false"):
+            raise ConfigError(f"use_gpu must be one of auto, true, false; got {self.use_gpu!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
+        for name in ("num_workers", "batch_size", "grad_accum", "max_steps", "checkpoint_every", "val_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data)
+
+
+__all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "TrainConfig", "from_dict", "load_yaml"]

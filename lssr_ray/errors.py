@@ -47,3 +47,15 @@ class ChipSkipped(LssrError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"chip {chip_id} skipped ({reason}){': ' + detail if detail else ''}")
+
+
+class StoreError(LssrError, ValueError):
+    """An output store is missing, malformed, or a write does not fit its chunk grid."""
+
+
+class StoreLockedError(StoreError):
+    """Another run holds the output store's lock; the message names it and its heartbeat."""
+
+
+class BatchError(LssrError, ValueError):
+    """A batch dict does not follow the batch contract (docs/ARCHITECTURE.md): key, dtype, shape or range."""

@@ -1,0 +1,281 @@
+"""Stage-1 chip results committed atomically, so a rerun can resume.
+
+Each chip's result is one object ``<store>/_partials/<chip_id>.npz`` (numpy ``savez_compressed``,
+no pickles) holding:
+
+* ``record``: a JSON string ``{"chip_id", "status": "ok"|"skipped", "reason", "detail",
+  "window": [row_off, col_off, height, width] (output pixels, may be negative at grid edges),
+  "granules": [...], "timing": {...}, "time_index", "created"}``
+* ``sr`` (only when ``status == "ok"``): float32 (6, 3h, 3w) reflectance, NaN = nodata.
+
+The object is the commit: a chip whose partial exists is done. Locally it is written under a
+temporary name in the same directory and renamed (atomic on POSIX); on ``s3://`` it is one PUT
+(S3 shows an object only once it is complete), so a crash never leaves a half-written partial.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lssr_ray.errors import ChipSkipped, StoreError
+
+PARTIALS_DIR = "_partials"
+"""Folder of per-chip partials inside the store."""
+SKIP_REASONS = ("all_cloud", "nodata", "corrupt_source", "missing_granule")
+"""Machine-readable reasons a chip is skipped."""
+CHIP_ID = re.compile(r"^r(\d{4})c(\d{4})$")
+
+
+def chip_id(row: int, col: int) -> str:
+    """The stable chip id ``"r{row:04d}c{col:04d}"``."""
+    if row < 0 or col < 0:
+        raise StoreError(f"chip row/col must be >= 0, got ({row}, {col})")
+    return f"r{row:04d}c{col:04d}"
+
+
+def parse_chip_id(cid: str) -> tuple[int, int]:
+    """``"r0003c0012"`` -> ``(3, 12)``."""
+    m = CHIP_ID.match(str(cid))
+    if not m:
+        raise StoreError(
+            f"bad chip id {cid!r}; expected 'r{{row:04d}}c{{col:04d}}' e.g. 'r0003c0012'"
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(url), **dict(storage_options or {}))
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in str(url) and not str(url).startswith("file://")
+
+
+def partial_path(store_url: str, cid: str) -> str:
+    """URL or path of a chip's partial."""
+    parse_chip_id(cid)
+    return "/".join([str(store_url).rstrip("/"), PARTIALS_DIR, f"{cid}.npz"])
+
+
+@dataclass(frozen=True)
+class Partial:
+    """One committed chip result."""
+
+    record: dict[str, Any]
+    """The JSON record (see the module docstring)."""
+    sr: np.ndarray | None = field(default=None, repr=False)
+    """float32 (6, 3h, 3w) reflectance, or None for a skipped chip."""
+
+    @property
+    def ok(self) -> bool:
+        return self.record.get("status") == "ok"
+
+
+def _atomic_put(url: str, data: bytes, storage_options: Mapping[str, Any] | None) -> None:
+    fs, path = _fs(url, storage_options)
+    if _is_remote(url):
+        fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
+        return
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def commit_partial(
+    store_url: str,
+    cid: str,
+    *,
+    sr: np.ndarray | None = None,
+    window: Sequence[int] | None = None,
+    status: str = "ok",
+    reason: str | None = None,
+    detail: str = "",
+    granules: Iterable[str] = (),
+    timing: Mapping[str, float] | None = None,
+    time_index: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Commit one chip's result atomically; returns the partial's URL/path.
+
+    Args:
+        store_url: the output store (local path or s3:// URL).
+        cid: chip id ``"r{row:04d}c{col:04d}"``.
+        sr: float32 (6, 3h, 3w) prediction for the chip (core + halo), required when ``ok``.
+        window: ``(row_off, col_off, height, width)`` of ``sr`` on the output grid, pixels.
+        status: ``"ok"`` or ``"skipped"``.
+        reason: for skipped chips, one of :data:`SKIP_REASONS`.
+        granules: input granule ids the chip was made from.
+        timing: seconds per step, e.g. ``{"read_s": 0.4, "infer_s": 1.2}``.
+        time_index: index on the store's time axis this result belongs to.
+    """
+    parse_chip_id(cid)
+    if status not in ("ok", "skipped"):
+        raise StoreError(f"status must be 'ok' or 'skipped', got {status!r}")
+    arrays: dict[str, np.ndarray] = {}
+    if status == "ok":
+        if sr is None or np.ndim(sr) != 3:
+            raise StoreError(f"chip {cid}: an ok partial needs sr of shape (6, 3h, 3w)")
+        arrays["sr"] = np.ascontiguousarray(sr, dtype="float32")
+        if window is not None and tuple(window[2:]) != arrays["sr"].shape[1:]:
+            raise StoreError(
+                f"chip {cid}: window {tuple(window)} does not match sr {arrays['sr'].shape}"
+            )
+        reason = None
+    elif reason not in SKIP_REASONS:
+        raise StoreError(f"chip {cid}: skip reason {reason!r} unknown; valid: {SKIP_REASONS}")
+    record = {
+        "chip_id": cid,
+        "status": status,
+        "reason": reason,
+        "detail": str(detail),
+        "window": [int(v) for v in window] if window is not None else None,
+        "granules": [str(g) for g in granules],
+        "timing": {str(k): float(v) for k, v in dict(timing or {}).items()},
+        "time_index": int(time_index),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    arrays["record"] = np.array(json.dumps(record))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    url = partial_path(store_url, cid)
+    _atomic_put(url, buf.getvalue(), storage_options)
+    return url
+
+
+def commit_skip(
+    store_url: str,
+    exc: ChipSkipped,
+    *,
+    granules: Iterable[str] = (),
+    timing: Mapping[str, float] | None = None,
+    time_index: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Record a :class:`~lssr_ray.errors.ChipSkipped` as the chip's (skipped) partial."""
+    return commit_partial(
+        store_url,
+        exc.chip_id,
+        status="skipped",
+        reason=exc.reason,
+        detail=exc.detail,
+        granules=granules,
+        timing=timing,
+        time_index=time_index,
+        storage_options=storage_options,
+    )
+
+
+def load_partial(
+    store_url: str,
+    cid: str,
+    *,
+    with_sr: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Partial | None:
+    """Read one chip's partial (``with_sr=False``: the record only); None if not committed."""
+    fs, path = _fs(partial_path(store_url, cid), storage_options)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        record = json.loads(str(npz["record"]))
+        sr = npz["sr"] if with_sr and "sr" in npz.files else None
+    return Partial(record=record, sr=sr)
+
+
+def done_chip_ids(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """Ids of chips with a committed partial (ok or skipped): a resumed run skips these."""
+    fs, path = _fs(store_url, storage_options)
+    folder = path.rstrip("/") + "/" + PARTIALS_DIR
+    try:
+        names = (
+            fs.ls(folder, detail=False, refresh=True)
+            if _is_remote(store_url)
+            else fs.ls(folder, detail=False)
+        )
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for name in names:
+        base = str(name).rsplit("/", 1)[-1]
+        if base.endswith(".npz") and CHIP_ID.match(base[:-4]):
+            out.add(base[:-4])
+    return out
+
+
+def load_neighbourhood(
+    store_url: str,
+    row: int,
+    col: int,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[tuple[int, int], np.ndarray | None]:
+    """Predictions of chip (row, col) and its 8 neighbours, keyed by offset (dr, dc).
+
+    Missing, skipped or off-grid neighbours map to None. This is the input of
+    :func:`lssr_ray.mapping.blend.blend_chunk` for output chunk (row, col).
+    """
+    out: dict[tuple[int, int], np.ndarray | None] = {}
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r, c = row + dr, col + dc
+            if r < 0 or c < 0:
+                out[(dr, dc)] = None
+                continue
+            p = load_partial(store_url, chip_id(r, c), storage_options=storage_options)
+            out[(dr, dc)] = p.sr if p is not None and p.ok else None
+    return out
+
+
+def summarize(
+    store_url: str, *, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Counts of ok / skipped chips and skip reasons (for the store's attributes)."""
+    counts: dict[str, int] = {"ok": 0, "skipped": 0}
+    reasons: dict[str, int] = {}
+    for cid in sorted(done_chip_ids(store_url, storage_options=storage_options)):
+        p = load_partial(store_url, cid, with_sr=False, storage_options=storage_options)
+        if p is None:
+            continue
+        counts[p.record["status"]] = counts.get(p.record["status"], 0) + 1
+        if p.record.get("reason"):
+            reasons[p.record["reason"]] = reasons.get(p.record["reason"], 0) + 1
+    return {"chips_ok": counts["ok"], "chips_skipped": counts["skipped"], "skip_reasons": reasons}
+
+
+__all__ = [
+    "PARTIALS_DIR",
+    "SKIP_REASONS",
+    "Partial",
+    "chip_id",
+    "commit_partial",
+    "commit_skip",
+    "done_chip_ids",
+    "load_neighbourhood",
+    "load_partial",
+    "parse_chip_id",
+    "partial_path",
+    "summarize",
+]

@@ -1,0 +1,180 @@
+"""Atomic per-chip partials: round trip, skip records, resume bookkeeping, neighbourhoods,
+locally and on a loopback S3 server (moto_server subprocess)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lssr_ray.errors import ChipSkipped, StoreError
+from lssr_ray.mapping import partials as P
+
+SR_SHAPE = (6, 48, 48)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    """A real S3 HTTP endpoint on loopback; yields (bucket url, storage_options)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    so = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    try:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        deadline = time.time() + 20
+        while True:
+            try:
+                client.create_bucket(Bucket="lssr-partials")
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield "s3://lssr-partials", so, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _sr(seed: int) -> np.ndarray:
+    a = np.random.default_rng(seed).uniform(0, 0.5, SR_SHAPE).astype("float32")
+    a[:, :3, :3] = np.nan
+    return a
+
+
+def _run(store, chips, *, fail_on=None, storage_options=None):
+    """Stand-in for the stage-1 loop: skip done chips, commit the rest; return processed ids."""
+    done = P.done_chip_ids(store, storage_options=storage_options)
+    processed = []
+    for i, cid in enumerate(chips):
+        if cid in done:
+            continue
+        if cid == fail_on:
+            raise RuntimeError("worker died")
+        processed.append(cid)
+        if i % 4 == 3:
+            P.commit_skip(
+                store,
+                ChipSkipped(cid, "all_cloud", "Fmask 100% cloud"),
+                storage_options=storage_options,
+            )
+        else:
+            P.commit_partial(
+                store,
+                cid,
+                sr=_sr(i),
+                window=(-6, -6 + 36 * i, 48, 48),
+                granules=["HLS.L30.T16SDC.2015126T163000.v2.0"],
+                timing={"infer_s": 0.1},
+                storage_options=storage_options,
+            )
+    return processed
+
+
+def test_roundtrip_and_no_temp_left(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    sr = _sr(0)
+    url = P.commit_partial(
+        store,
+        "r0001c0002",
+        sr=sr,
+        window=(30, 66, 48, 48),
+        granules=["g1"],
+        timing={"read_s": 0.5, "infer_s": 1.25},
+        time_index=1,
+    )
+    assert url.endswith("/_partials/r0001c0002.npz")
+    p = P.load_partial(store, "r0001c0002")
+    assert p.ok and p.sr.dtype == np.float32
+    np.testing.assert_array_equal(p.sr, sr)  # bit-exact, NaNs included
+    assert p.record["window"] == [30, 66, 48, 48] and p.record["granules"] == ["g1"]
+    assert p.record["timing"] == {"read_s": 0.5, "infer_s": 1.25} and p.record["time_index"] == 1
+    assert sorted(os.listdir(tmp_path / "out.zarr" / "_partials")) == ["r0001c0002.npz"]
+    # npz without pickles: plain numpy can read it
+    with np.load(tmp_path / "out.zarr" / "_partials" / "r0001c0002.npz", allow_pickle=False) as z:
+        assert set(z.files) == {"sr", "record"}
+
+
+def test_skips_and_validation(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    P.commit_skip(store, ChipSkipped("r0000c0003", "missing_granule", "B05 absent"), granules=["g"])
+    p = P.load_partial(store, "r0000c0003")
+    assert not p.ok and p.sr is None
+    assert p.record["reason"] == "missing_granule" and p.record["detail"] == "B05 absent"
+    with pytest.raises(StoreError, match="all_cloud"):
+        P.commit_partial(store, "r0000c0004", status="skipped", reason="cloudy")
+    with pytest.raises(StoreError, match="r\\{row:04d\\}"):
+        P.commit_partial(store, "chip7", sr=_sr(1))
+    with pytest.raises(StoreError, match="needs sr"):
+        P.commit_partial(store, "r0000c0004")
+    with pytest.raises(StoreError, match="does not match"):
+        P.commit_partial(store, "r0000c0004", sr=_sr(1), window=(0, 0, 10, 10))
+    assert P.load_partial(store, "r0009c0009") is None
+
+
+def test_resume_after_crash(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    chips = [P.chip_id(0, c) for c in range(10)]
+    with pytest.raises(RuntimeError):
+        _run(store, chips, fail_on=chips[6])
+    # a writer killed mid-write leaves only its hidden temp file: not a commit
+    (tmp_path / "out.zarr" / "_partials" / ".r0000c0006.npz.dead.tmp").write_bytes(b"half")
+    assert P.done_chip_ids(store) == set(chips[:6])
+    assert P.load_partial(store, chips[6]) is None
+    second = _run(store, chips)
+    assert second == chips[6:]  # only the unfinished chips are redone
+    assert _run(store, chips) == []
+    s = P.summarize(store)
+    assert s == {"chips_ok": 8, "chips_skipped": 2, "skip_reasons": {"all_cloud": 2}}
+
+
+def test_neighbourhood(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    P.commit_partial(store, P.chip_id(0, 0), sr=_sr(0))
+    P.commit_partial(store, P.chip_id(0, 1), sr=_sr(1))
+    P.commit_skip(store, ChipSkipped(P.chip_id(1, 0), "nodata"))
+    nb = P.load_neighbourhood(store, 0, 0)
+    assert set(nb) == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+    np.testing.assert_array_equal(nb[(0, 1)], _sr(1))
+    assert nb[(1, 0)] is None and nb[(-1, 0)] is None and nb[(1, 1)] is None
+    assert P.parse_chip_id("r0012c0345") == (12, 345)
+
+
+def test_s3_commit_and_resume(moto_s3):
+    bucket, so, client = moto_s3
+    store = f"{bucket}/run1/out.zarr"
+    chips = [P.chip_id(2, c) for c in range(6)]
+    with pytest.raises(RuntimeError):
+        _run(store, chips, fail_on=chips[4], storage_options=so)
+    assert P.done_chip_ids(store, storage_options=so) == set(chips[:4])
+    assert _run(store, chips, storage_options=so) == chips[4:]
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="lssr-partials")["Contents"])
+    assert keys == [f"run1/out.zarr/_partials/{c}.npz" for c in chips]  # no temp objects
+    p = P.load_partial(store, chips[1], storage_options=so)
+    np.testing.assert_array_equal(p.sr, _sr(1))
+    assert P.load_partial(store, chips[3], storage_options=so).record["reason"] == "all_cloud"
