@@ -112,10 +112,16 @@ class TrainConfig:
     """Frozen base: a diffusers SD folder (local path or ``s3://`` URI)."""
     pairs: str = "data/pairs"
     """Training pairs (docs/PAIRS.md format), local path or ``s3://``."""
-    val_split: float = 0.2
-    """Fraction of pairs held out for validation (deterministic by ``seed``), when no ``val_pairs``."""
     val_pairs: str | None = None
-    """Optional separate validation pairs."""
+    """Validation pairs store; default: the ``pairs`` store filtered by ``val_sensor_pairs``."""
+    train_sensor_pairs: tuple[str, ...] = ("S2deg-S2",)
+    """Pair kinds trained on (``S2deg-S2`` synthetic, ``L8-S2`` real; docs/PAIRS.md)."""
+    val_sensor_pairs: tuple[str, ...] = ("L8-S2",)
+    """Pair kinds validated on; by default the real Landsat-8 / Sentinel-2 pairs, never trained on."""
+    chip_size: int = 16
+    """Training chip edge in 30 m cells (the 10 m edge, 3x this, must be a multiple of 8 for the VAE)."""
+    augment: bool = True
+    """Random crops, flips and 90-degree rotations of training chips."""
     num_workers: int = 2
     """Ray Train workers (one per GPU on GPU clusters)."""
     use_gpu: str = "auto"
