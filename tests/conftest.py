@@ -1,0 +1,137 @@
+"""Shared fixtures: a real loopback S3 server and small HLS-format granules made from real samples."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lssr_ray.config import REPO_ROOT
+
+SAMPLES = REPO_ROOT / "data" / "samples"
+ALABAMA = SAMPLES / "landsat8_l1t_alabama_2015"
+FLANDERS = SAMPLES / "worldcereal_flanders_31UDS_2018"
+TEST_BUCKET = "lssr-test"
+
+
+@dataclass(frozen=True)
+class TestGranule:
+    """Minimal granule with the fields of ``lssr_ray.data.catalog.Granule`` (for tests only)."""
+
+    id: str
+    collection: str
+    datetime: dt.datetime
+    crs: str
+    bbox: tuple[float, float, float, float]
+    transform: Any
+    shape: tuple[int, int]
+    assets: dict[str, str] = field(default_factory=dict)
+
+
+def _write(path: Path, arr: np.ndarray, profile: dict[str, Any]) -> None:
+    import rasterio
+
+    prof = dict(profile)
+    prof.update(driver="GTiff", count=1, dtype=arr.dtype.name, tiled=True, blockxsize=64, blockysize=64,
+                compress="deflate", height=arr.shape[0], width=arr.shape[1])
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(arr, 1)
+
+
+def make_l30_granule(folder: Path, *, rows: slice = slice(0, 150), cols: slice = slice(0, 150),
+                     all_cloud: bool = False) -> TestGranule:
+    """HLS v2.0-format L30 granule from a crop of the real Alabama Landsat-8 L1T scene.
+
+    Reflectance is the scene's TOA reflectance (MTL coefficients) as int16 * 1e4, nodata -9999;
+    Fmask is derived from the pre-collection BQA (cloud bit where cloud confidence is high),
+    or all cloud when ``all_cloud``.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    from lssr_ray.data import hls
+    from lssr_ray.data.landsat_l1 import open_scene
+    from lssr_ray.data.masks import decode_bqa_precollection
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = open_scene(ALABAMA)
+    when = scene.mtl.acquired.replace(microsecond=0)
+    gid = hls.format_name("L30", "16RDU", when) + (".cloudy" if all_cloud else "")
+    win = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+    with rasterio.open(scene.band_files["B4"]) as src:
+        transform = src.window_transform(win)
+        crs = src.crs
+        profile = {"crs": crs, "transform": transform, "nodata": hls.NODATA}
+    assets = {}
+    for name, bid in hls.BANDS["L30"].items():
+        if name not in ("blue", "green", "red", "nir", "swir1", "swir2"):
+            continue
+        refl, _ = scene.read_toa(int(bid[1:]))
+        dn = hls.from_reflectance(refl[rows, cols])
+        p = folder / f"{gid}.{bid}.tif"
+        _write(p, dn, profile)
+        assets[bid] = str(p)
+    bqa, _ = scene.read_dn("BQA")
+    d = decode_bqa_precollection(bqa[rows, cols])
+    cloud = np.ones_like(d["fill"]) if all_cloud else d["cloud"] == 3
+    fm = hls.encode_fmask(cloud=cloud, fill=d["fill"])
+    p = folder / f"{gid}.Fmask.tif"
+    _write(p, fm, dict(profile, nodata=hls.FMASK_FILL))
+    assets["Fmask"] = str(p)
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    from rasterio.warp import transform_bounds
+
+    bbox = transform_bounds(crs, "EPSG:4326", *_lbrt(h, w, transform))
+    return TestGranule(gid, "HLSL30", when, str(crs), tuple(bbox), transform, (h, w), assets)
+
+
+def _lbrt(h: int, w: int, t: Any) -> tuple[float, float, float, float]:
+    return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
+
+
+@pytest.fixture(scope="session")
+def l30_granule(tmp_path_factory: pytest.TempPathFactory) -> TestGranule:
+    """A clear-ish real L30-format granule (150 x 150 px at 30 m, EPSG:32616)."""
+    return make_l30_granule(tmp_path_factory.mktemp("l30"))
+
+
+@pytest.fixture(scope="session")
+def cloudy_granule(tmp_path_factory: pytest.TempPathFactory) -> TestGranule:
+    """The same crop with an all-cloud Fmask."""
+    return make_l30_granule(tmp_path_factory.mktemp("l30cloudy"), all_cloud=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``moto_server`` on a free loopback port for the whole session.
+
+    Bucket ``lssr-test`` holds the Alabama sample rasters under ``alabama/``, the Flanders DEM
+    under ``flanders/`` and ``data/archive`` under ``archive/`` when it exists. The process
+    environment is not touched here: use the ``s3_env`` fixture in a test.
+    """
+    from lssr_ray.data import s3server
+
+    srv = s3server.start()
+    try:
+        s3server.upload_folder(ALABAMA, TEST_BUCKET, endpoint_url=srv.endpoint_url, prefix="alabama")
+        flanders = tmp_path_factory.mktemp("flanders_s3")
+        (flanders / "dem_31UDS.tif").write_bytes((FLANDERS / "dem_31UDS.tif").read_bytes())
+        s3server.upload_folder(flanders, TEST_BUCKET, endpoint_url=srv.endpoint_url, prefix="flanders")
+        archive = REPO_ROOT / "data" / "archive"
+        if archive.is_dir():
+            s3server.upload_folder(archive, TEST_BUCKET, endpoint_url=srv.endpoint_url, prefix="archive")
+        yield srv
+    finally:
+        s3server.stop(srv)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """Set the AWS_* / GDAL variables of the session's S3 server for one test; yields the server."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    yield s3_server
