@@ -1,0 +1,248 @@
+"""Load the frozen Stable Diffusion base (UNet, VAE, scheduler) from a local folder or s3://.
+
+The folder has the diffusers layout of SD-2.1-base: ``unet/``, ``vae/``, ``scheduler/``,
+``model_index.json``, plus ``empty_prompt_embeds.safetensors`` (key ``prompt_embeds``, shape
+(1, tokens, cross_attention_dim)): the text encoder's output for the empty prompt "", computed
+once offline so no text encoder is needed at inference. For a real SD folder that still has
+``text_encoder/`` and ``tokenizer/``, :func:`make_empty_prompt_embedding` writes that file.
+
+Nothing is ever fetched from a model hub: loads use ``local_files_only=True``. An ``s3://`` base
+is copied once into a local cache keyed by the URI (``AWS_ENDPOINT_URL`` is honoured by s3fs).
+
+The project's small stand-in base (``models/small-sd-base``, made by
+``scripts/make_small_base.py``) has the same classes and layout with a small config
+(:data:`SMALL_VAE_CONFIG`, :data:`SMALL_UNET_CONFIG`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lssr_ray.config import REPO_ROOT
+from lssr_ray.errors import MissingDataError, StorageUnreachableError
+
+#: The committed stand-in base.
+SMALL_BASE_DIR = REPO_ROOT / "models" / "small-sd-base"
+EMPTY_PROMPT_FILE = "empty_prompt_embeds.safetensors"
+
+#: AutoencoderKL config of the stand-in: 4 blocks -> downsampling x8 like SD, 4 latent channels.
+SMALL_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (16, 32, 32, 64),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "sample_size": 192,
+}
+#: UNet2DConditionModel config of the stand-in (latent 24x24 for a 192x192 chip).
+SMALL_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 24,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+#: DDPMScheduler config of SD-2.1-base (gives alphas_cumprod; the one-step model uses its timestep).
+SD21_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+
+
+@dataclass
+class BaseModel:
+    """The frozen base: diffusers modules (float32, eval, requires_grad False) and where it came from."""
+
+    unet: Any
+    """``UNet2DConditionModel``."""
+    vae: Any
+    """``AutoencoderKL``."""
+    scheduler: Any
+    """``DDPMScheduler`` (config only; the model does one fixed-timestep step)."""
+    prompt_embeds: Any
+    """torch float32 (1, tokens, cross_attention_dim): empty-prompt text embedding."""
+    path: str
+    """Local folder the base was loaded from."""
+    uri: str
+    """What the caller asked for (local path or s3:// URI)."""
+    fingerprint: str
+    """sha256 over the folder's config files and weight files (see :func:`base_fingerprint`)."""
+
+
+def default_cache_dir() -> Path:
+    """``$LSSR_CACHE`` or ``~/.cache/lssr-ray``: where s3:// bases are copied."""
+    return Path(os.environ.get("LSSR_CACHE", Path.home() / ".cache" / "lssr-ray"))
+
+
+def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return a local folder for ``uri``: a local path as is, an s3:// URI copied into the cache.
+
+    The cache key is a hash of the URI; a finished copy is marked by a ``.complete`` file so an
+    interrupted download is redone.
+    """
+    s = str(uri)
+    if not s.startswith("s3://"):
+        p = Path(s).expanduser()
+        if not p.is_dir():
+            raise MissingDataError(
+                f"base model folder not found: {p}; give a local diffusers SD folder "
+                f"(unet/, vae/, scheduler/) or an s3:// URI, e.g. {SMALL_BASE_DIR}"
+            )
+        return p
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = cache / "bases" / hashlib.sha256(s.rstrip("/").encode()).hexdigest()[:16]
+    if (dest / ".complete").is_file():
+        return dest
+    import s3fs
+
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
+        if os.environ.get("AWS_ENDPOINT_URL")
+        else {}
+    )
+    src = s[len("s3://") :].rstrip("/")
+    try:
+        if not fs.exists(src + "/model_index.json") and not fs.exists(src + "/unet"):
+            raise MissingDataError(f"{s} holds no diffusers SD folder (no model_index.json or unet/)")
+        dest.mkdir(parents=True, exist_ok=True)
+        fs.get(src + "/", str(dest) + "/", recursive=True)
+    except (OSError, ConnectionError) as exc:
+        if isinstance(exc, MissingDataError):
+            raise
+        raise StorageUnreachableError(f"cannot copy base model from {s}: {exc}") from exc
+    (dest / ".complete").write_text(s)
+    return dest
+
+
+def base_fingerprint(folder: str | os.PathLike) -> str:
+    """sha256 over every ``*.json`` and ``*.safetensors`` under ``unet/``, ``vae/``, ``scheduler/``
+    and the root (relative name + bytes). Stored in adapter checkpoints to catch a wrong base."""
+    root = Path(folder)
+    h = hashlib.sha256()
+    files = [
+        f
+        for sub in ("", "unet", "vae", "scheduler")
+        for f in sorted((root / sub).glob("*"))
+        if f.is_file() and f.suffix in (".json", ".safetensors")
+    ]
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_base(
+    uri: str | os.PathLike = SMALL_BASE_DIR, *, cache_dir: str | os.PathLike | None = None
+) -> BaseModel:
+    """Load a frozen SD base (local folder or s3:// URI) in float32 on CPU, eval mode, no grads."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = resolve_base(uri, cache_dir=cache_dir)
+    for sub in ("unet", "vae", "scheduler"):
+        if not (folder / sub).is_dir():
+            raise MissingDataError(
+                f"base model folder {folder} lacks {sub}/; expected the diffusers SD-2.1-base "
+                "layout with unet/, vae/, scheduler/"
+            )
+    emb_file = folder / EMPTY_PROMPT_FILE
+    if not emb_file.is_file():
+        raise MissingDataError(
+            f"{emb_file} not found: compute the empty-prompt embedding once with "
+            "lssr_ray.model.base.make_empty_prompt_embedding(folder) (needs text_encoder/ and "
+            "tokenizer/ in the folder, offline)"
+        )
+    kw = {"local_files_only": True, "torch_dtype": torch.float32}
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
+    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+    emb = load_file(str(emb_file))["prompt_embeds"].to(torch.float32)
+    for m in (unet, vae):
+        m.requires_grad_(False)
+        m.eval()
+    return BaseModel(
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        prompt_embeds=emb,
+        path=str(folder),
+        uri=str(uri),
+        fingerprint=base_fingerprint(folder),
+    )
+
+
+def make_empty_prompt_embedding(folder: str | os.PathLike) -> Path:
+    """Write ``empty_prompt_embeds.safetensors`` for a real SD folder from its own text encoder.
+
+    Runs offline (``local_files_only``) with ``transformers``' CLIPTextModel/CLIPTokenizer on the
+    folder's ``text_encoder/`` and ``tokenizer/``; the prompt is "" padded to the tokenizer's max
+    length (77 for SD-2.1-base, giving (1, 77, 1024)).
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    root = Path(folder)
+    for sub in ("text_encoder", "tokenizer"):
+        if not (root / sub).is_dir():
+            raise MissingDataError(f"{root} lacks {sub}/, needed once to compute the empty prompt")
+    tok = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+    enc = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True)
+    ids = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt")
+    with torch.no_grad():
+        emb = enc(ids.input_ids)[0].float().contiguous()
+    out = root / EMPTY_PROMPT_FILE
+    save_file({"prompt_embeds": emb}, str(out))
+    return out
+
+
+def write_model_index(folder: str | os.PathLike) -> None:
+    """Write an SD-style ``model_index.json`` naming the three components (no text encoder)."""
+    import diffusers
+
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    Path(folder, "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+__all__ = [
+    "EMPTY_PROMPT_FILE",
+    "SD21_SCHEDULER_CONFIG",
+    "SMALL_BASE_DIR",
+    "SMALL_UNET_CONFIG",
+    "SMALL_VAE_CONFIG",
+    "BaseModel",
+    "base_fingerprint",
+    "load_base",
+    "make_empty_prompt_embedding",
+    "resolve_base",
+    "write_model_index",
+]

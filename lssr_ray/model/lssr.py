@@ -1,0 +1,409 @@
+"""LSSR: frozen SD + LoRA, aux cross-attention, SAR head; one deterministic denoising step.
+
+Data flow for B chips of h x w input (30 m) pixels, H = 3h, W = 3w (10 m):
+
+1. :func:`preprocess` (numpy): NaN-fill the 30 m reflectance (per chip and band mean), scale to
+   [-1, 1] per band group (:mod:`lssr_ray.model.normalize`), normalise DEM / SAR, and AND the
+   given ``present`` flags with "the layer has any finite value".
+2. :class:`LSSRModel` (torch, the part exported to ONNX): bicubic x3 upsampling; RGB and IR are
+   two 3-channel images batched together ([rgb chips; ir chips]); VAE encode (latent *mean*,
+   deterministic) x scaling factor; aux fusion; one UNet pass at the fixed ``timestep`` used in
+   training and inference alike, ``z_hr = z_lr - unet(z_lr, t, empty prompt)``; VAE decode;
+   SAR head; clamp to [-1, 1].
+3. :func:`postprocess`: back to reflectance, NaN on the 3 x 3 children of every 30 m pixel that
+   had any NaN band (nodata in -> nodata out; filled values never leak NaN elsewhere).
+
+:class:`LSSRPipeline` is inference only (adapters merged into the UNet) with one ``__call__``
+on the batch dict of docs/ARCHITECTURE.md.
+
+Differences from the reference design (arXiv 2510.23382 and its authors' code) and why:
+
+- No text encoder or prompts: one fixed empty-prompt embedding stored with the base and the
+  checkpoint (the reference ran CLIP on RAM-generated tags each step; satellite tags add little
+  and the encoder is ~340 M parameters at inference).
+- VAE encode uses the latent mean (reference: a random sample) -> deterministic output.
+- One timestep for training and inference (config ``timestep``, default 1 as the reference's
+  inference value; its training timestep was a separate argument).
+- Two LoRA adapters (pixel, semantic) over attention/resnet-conv/feed-forward layers instead of
+  six (encoder/decoder/other x pixel/semantic) that also covered conv_in/out and projections;
+  merged with per-adapter weights like its lambda_pix / lambda_sem.
+- Aux fusion: DEM as robust relief + absolute height (reference: clamped 0-300 m), land cover
+  through an embedding (reference: raw id as a float), month as (sin, cos) of all 12 months
+  (reference: a 5-entry table), 2D position codes on queries and keys (reference: none, so
+  attention could not tell where a DEM feature was), per-group tanh gates initialised at 0.1
+  (reference: scalars at 1.0), presence flags with learned "missing" vectors and modality dropout
+  (reference: every layer required).
+- SAR head: same structure (conv stems, windowed optical<-SAR cross-attention with a SAR-driven
+  gate, residual out-projection), smaller by default (dim 32, 1 layer, 4 heads vs 96, 2, 6; set
+  ``sar_head=`` to change), fixed dB scaling (reference: per-tile maximum), gated by the SAR
+  presence flag, output clamped to [-1, 1].
+- Losses: LPIPS only from a local TorchScript file, no CSD (both need pretrained networks).
+- No tiled VAE or wavelet colour fix: chips are 192 x 192 and blending is done by the mapper.
+
+Checkpoint folder (:meth:`LSSRModel.save_checkpoint`): ``lssr_config.json`` (settings + base
+URI and fingerprint), ``adapters/`` (LoRA weights only), ``fusion/`` and ``sar_head/``
+(diffusers ``save_pretrained``), ``prompt_embeds.safetensors`` (the empty-prompt embedding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.errors import BatchError, ConfigError, MissingDataError
+from lssr_ray.model.adapters import AdapterConfig
+from lssr_ray.model.normalize import (
+    image_to_reflectance,
+    normalize_dem,
+    normalize_sar,
+    reflectance_to_image,
+)
+
+CONFIG_NAME = "lssr_config.json"
+PRESENT_KEYS = ("dem", "landcover", "sar")
+
+
+@dataclass(frozen=True)
+class LSSRConfig:
+    """Model settings that are not weights; saved as ``lssr_config.json``."""
+
+    timestep: int = 1
+    """UNet timestep of the single step, the same in training and inference (reference: 1)."""
+    scale: int = 3
+    """Output / input pixel ratio (30 m -> 10 m)."""
+    modality_dropout: float = 0.2
+    """Training only: probability of dropping each aux modality (present -> 0) per chip."""
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
+    """LoRA settings."""
+    fusion: dict = field(default_factory=dict)
+    """Extra keyword arguments for :class:`~lssr_ray.model.aux.AuxFusion`."""
+    sar_head: dict = field(default_factory=dict)
+    """Extra keyword arguments for :class:`~lssr_ray.model.sar.SARHead`."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.timestep < 1000:
+            raise ConfigError(f"timestep must be in [0, 1000), got {self.timestep}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LSSRConfig:
+        d = dict(d)
+        if "adapters" in d and isinstance(d["adapters"], dict):
+            d["adapters"] = AdapterConfig.from_dict(d["adapters"])
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- numpy side
+def _check(batch: dict, key: str, ndim: int, b: int | None = None) -> np.ndarray:
+    if key not in batch:
+        raise BatchError(f"batch lacks {key!r}; keys present: {sorted(batch)}")
+    a = np.asarray(batch[key])
+    if a.ndim != ndim or (b is not None and a.shape[0] != b):
+        raise BatchError(f"batch[{key!r}] has shape {a.shape}; expected {ndim} dims with B={b} first")
+    return a
+
+
+def preprocess(batch: dict[str, Any], *, scale: int = 3) -> dict[str, np.ndarray]:
+    """Batch dict (docs/ARCHITECTURE.md) -> network inputs (numpy) + the 30 m validity mask.
+
+    Returns ``lr`` (B, 6, h, w) float32 in [-1, 1], ``dem`` (B, 2, H, W) float32, ``landcover``
+    (B, 1, H, W) int64, ``month`` (B,) int64, ``present`` (B, 3) float32, ``sar`` (B, 2, H, W)
+    float32 and ``valid`` (B, h, w) bool (all six bands finite). Missing optional keys (``dem``,
+    ``landcover``, ``sar``, ``present``) give zeros with present 0.
+    """
+    lr = _check(batch, "lr", 4).astype(np.float32)
+    b, c, h, w = lr.shape
+    if c != len(OUTPUT_BANDS):
+        raise BatchError(f"batch['lr'] has {c} bands; expected 6 in order {OUTPUT_BANDS}")
+    H, W = h * scale, w * scale
+    valid = np.isfinite(lr).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        fin = np.isfinite(lr)
+        cnt = fin.sum(axis=(2, 3), keepdims=True)
+        mean = np.where(fin, lr, 0.0).sum(axis=(2, 3), keepdims=True) / np.maximum(cnt, 1)
+    lo_fill = image_to_reflectance(np.zeros((1, 6, 1, 1), np.float32))  # mid-range if all NaN
+    mean = np.where(cnt > 0, mean, lo_fill)
+    lr_img = reflectance_to_image(np.where(fin, lr, mean)).astype(np.float32)
+
+    month = _check(batch, "month", 1, b).astype(np.int64)
+    if ((month < 1) | (month > 12)).any():
+        raise BatchError(f"batch['month'] must be 1..12, got {sorted(set(month.tolist()))}")
+    present = (
+        _check(batch, "present", 2, b).astype(np.float32).copy()
+        if "present" in batch
+        else np.ones((b, 3), np.float32)
+    )
+    if present.shape != (b, 3):
+        raise BatchError(f"batch['present'] has shape {present.shape}; expected ({b}, 3) for {PRESENT_KEYS}")
+
+    def raster(key: str, ch: int) -> np.ndarray | None:
+        if key not in batch or batch[key] is None:
+            return None
+        a = _check(batch, key, 4, b)
+        if a.shape[1:] != (ch, H, W):
+            raise BatchError(f"batch[{key!r}] has shape {a.shape}; expected ({b}, {ch}, {H}, {W})")
+        return a
+
+    dem = raster("dem", 1)
+    if dem is None:
+        present[:, 0] = 0
+        dem_n = np.zeros((b, 2, H, W), np.float32)
+    else:
+        present[:, 0] *= np.isfinite(dem).any(axis=(1, 2, 3))
+        dem_n = normalize_dem(dem)
+    lc = raster("landcover", 1)
+    if lc is None:
+        present[:, 1] = 0
+        lc = np.zeros((b, 1, H, W), np.int64)
+    else:
+        lc = lc.astype(np.int64)
+        present[:, 1] *= (lc > 0).any(axis=(1, 2, 3))
+    sar = raster("sar", 2)
+    if sar is None:
+        present[:, 2] = 0
+        sar_n = np.zeros((b, 2, H, W), np.float32)
+    else:
+        present[:, 2] *= np.isfinite(sar).any(axis=(1, 2, 3))
+        sar_n = normalize_sar(sar)
+    return {
+        "lr": lr_img,
+        "dem": dem_n,
+        "landcover": lc,
+        "month": month,
+        "present": present.astype(np.float32),
+        "sar": sar_n,
+        "valid": valid,
+    }
+
+
+def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = 3) -> np.ndarray:
+    """Network output (B, 6, H, W) in [-1, 1] -> reflectance float32, NaN on the scale x scale
+    children of invalid 30 m pixels (``valid`` (B, h, w) from :func:`preprocess`)."""
+    refl = image_to_reflectance(np.asarray(image, np.float32)).astype(np.float32)
+    fine = valid.repeat(scale, axis=1).repeat(scale, axis=2)[:, None]
+    return np.where(fine, refl, np.float32(np.nan)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- torch side
+def _torch_module_base():
+    import torch
+
+    return torch.nn.Module
+
+
+class LSSRModel(_torch_module_base()):
+    """Trainable LSSR: frozen base + LoRA adapters + :class:`AuxFusion` + :class:`SARHead`.
+
+    ``forward(lr, dem, landcover, month, present, sar)`` takes the tensors of
+    :func:`preprocess` (same names and shapes) and returns (B, 6, H, W) images in [-1, 1]
+    (OUTPUT_BANDS order). Only adapters, fusion and SAR head have ``requires_grad``.
+    """
+
+    def __init__(self, base: Any, config: LSSRConfig | None = None, *, adapters: str | Path | None = None) -> None:
+
+        from lssr_ray.model.adapters import add_adapters, load_adapters
+        from lssr_ray.model.aux import AuxFusion
+        from lssr_ray.model.sar import SARHead
+
+        super().__init__()
+        self.config = config or LSSRConfig()
+        self.base_uri, self.base_fingerprint = base.uri, base.fingerprint
+        self.vae = base.vae
+        self.unet = base.unet
+        self.vae.requires_grad_(False)
+        self.unet.requires_grad_(False)
+        if adapters is None:
+            add_adapters(self.unet, self.config.adapters)
+        else:
+            load_adapters(self.unet, adapters)
+        for n, p in self.unet.named_parameters():
+            p.requires_grad_("lora_" in n)
+        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        lat = self.vae.config.latent_channels
+        self.fusion = AuxFusion(**{"latent_channels": lat, "downsample": down, **self.config.fusion})
+        self.sar_head = SARHead(**self.config.sar_head)
+        self.register_buffer("prompt_embeds", base.prompt_embeds.clone(), persistent=False)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.merged = False
+
+    # -- modes
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()  # frozen: never in train mode
+        return self
+
+    def trainable_parameters(self) -> list:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_summary(self) -> dict[str, dict[str, int]]:
+        """{component: {"trainable": n, "frozen": n}} for unet (base + LoRA), vae, fusion, sar_head."""
+        out = {}
+        for name, mod in (("unet", self.unet), ("vae", self.vae), ("fusion", self.fusion), ("sar_head", self.sar_head)):
+            t = sum(p.numel() for p in mod.parameters() if p.requires_grad)
+            f = sum(p.numel() for p in mod.parameters() if not p.requires_grad)
+            out[name] = {"trainable": t, "frozen": f}
+        out["total"] = {k: sum(v[k] for v in out.values()) for k in ("trainable", "frozen")}
+        return out
+
+    # -- forward
+    def forward(self, lr, dem, landcover, month, present, sar):
+        import torch
+        import torch.nn.functional as F
+
+        b = lr.shape[0]
+        s = self.config.scale
+        H, W = lr.shape[-2] * s, lr.shape[-1] * s
+        if self.training and self.config.modality_dropout > 0:
+            keep = (torch.rand(present.shape, device=present.device) >= self.config.modality_dropout)
+            present = present * keep.to(present.dtype)
+        up = F.interpolate(lr, size=(H, W), mode="bicubic", align_corners=False).clamp(-1, 1)
+        x = torch.cat([up[:, :3], up[:, 3:]], 0)  # [rgb chips; ir chips]
+        z = self.vae.encode(x).latent_dist.mean * self.scaling_factor
+        z = self.fusion(z, dem, landcover, month, present)
+        emb = self.prompt_embeds.expand(z.shape[0], -1, -1)
+        eps = self.unet(z, self.config.timestep, encoder_hidden_states=emb).sample
+        img = self.vae.decode((z - eps) / self.scaling_factor).sample.clamp(-1, 1)
+        img = self.sar_head(img, sar, present[:, 2]).clamp(-1, 1)
+        return torch.cat([img[:b], img[b:]], 1)
+
+    def forward_batch(self, inputs: dict[str, Any]):
+        """``forward`` on the dict of :func:`preprocess` (numpy or torch values), on the model's device."""
+        import torch
+
+        dev = self.prompt_embeds.device
+        t = {k: torch.as_tensor(inputs[k]).to(dev) for k in ("lr", "dem", "landcover", "month", "present", "sar")}
+        return self(t["lr"], t["dem"], t["landcover"], t["month"], t["present"], t["sar"])
+
+    # -- checkpoints
+    def save_checkpoint(self, folder: str | Path) -> Path:
+        """Write adapters (LoRA weights only), fusion, SAR head, prompt embedding and config."""
+        from safetensors.torch import save_file
+
+        from lssr_ray.model.adapters import save_adapters
+
+        if self.merged:
+            raise ConfigError("cannot save a checkpoint from a merged (inference) model")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_adapters(self.unet, self.config.adapters, folder / "adapters")
+        self.fusion.save_pretrained(folder / "fusion")
+        self.sar_head.save_pretrained(folder / "sar_head")
+        save_file({"prompt_embeds": self.prompt_embeds.contiguous()}, str(folder / "prompt_embeds.safetensors"))
+        meta = {
+            "config": self.config.to_dict(),
+            "base": {"uri": self.base_uri, "fingerprint": self.base_fingerprint},
+        }
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_checkpoint(
+        cls, folder: str | Path, *, base: Any | str | os.PathLike | None = None, check_base: bool = True
+    ) -> LSSRModel:
+        """Rebuild a model from :meth:`save_checkpoint` output on a *fresh* base.
+
+        ``base``: a loaded :class:`~lssr_ray.model.base.BaseModel`, a path/URI, or None for the
+        URI recorded in the checkpoint. With ``check_base`` the base fingerprint must match.
+        """
+        from safetensors.torch import load_file
+
+        from lssr_ray.model.aux import AuxFusion
+        from lssr_ray.model.base import load_base
+        from lssr_ray.model.sar import SARHead
+
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file():
+            raise MissingDataError(f"{folder} is not an LSSR checkpoint (no {CONFIG_NAME})")
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+        if base is None or isinstance(base, (str, os.PathLike)):
+            base = load_base(base if base is not None else meta["base"]["uri"])
+        if check_base and base.fingerprint != meta["base"]["fingerprint"]:
+            raise ConfigError(
+                f"checkpoint {folder} was trained on base {meta['base']['uri']} "
+                f"(fingerprint {meta['base']['fingerprint'][:12]}), got {base.uri} "
+                f"({base.fingerprint[:12]}); pass the matching base or check_base=False"
+            )
+        emb_file = folder / "prompt_embeds.safetensors"
+        if emb_file.is_file():
+            base.prompt_embeds = load_file(str(emb_file))["prompt_embeds"]
+        model = cls(base, LSSRConfig.from_dict(meta["config"]), adapters=folder / "adapters")
+        model.fusion = AuxFusion.from_pretrained(folder / "fusion")
+        model.sar_head = SARHead.from_pretrained(folder / "sar_head")
+        for m in (model.fusion, model.sar_head):
+            m.requires_grad_(True)
+        return model
+
+    def merge_for_inference(self) -> LSSRModel:
+        """Fold the LoRA adapters into the UNet weights, freeze everything, eval mode."""
+        from lssr_ray.model.adapters import merge_adapters
+
+        if not self.merged:
+            merge_adapters(self.unet, self.config.adapters)
+            self.merged = True
+        self.requires_grad_(False)
+        return self.eval()
+
+
+def parameter_table(summary: dict[str, dict[str, int]]) -> str:
+    """Format :meth:`LSSRModel.parameter_summary` as a text table."""
+    lines = [f"{'component':<10} {'trainable':>12} {'frozen':>12}"]
+    for k, v in summary.items():
+        lines.append(f"{k:<10} {v['trainable']:>12,} {v['frozen']:>12,}")
+    return "\n".join(lines)
+
+
+class LSSRPipeline:
+    """Inference-only LSSR: ``pipe(batch) -> {"sr": (B, 6, 3h, 3w) float32 reflectance, ...}``.
+
+    Build with :meth:`from_pretrained` (checkpoint folder) or :meth:`from_model` (a trained
+    :class:`LSSRModel`, merged in place). Deterministic: no sampling anywhere.
+    """
+
+    def __init__(self, model: LSSRModel, *, device: str = "cpu") -> None:
+        self.model = model.merge_for_inference().to(device)
+        self.scale = model.config.scale
+        self.device = device
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str | Path, *, base: Any = None, check_base: bool = True, device: str = "cpu"
+    ) -> LSSRPipeline:
+        """Load a checkpoint folder (``base`` None: the base URI recorded in it) onto ``device``."""
+        return cls(LSSRModel.from_checkpoint(checkpoint, base=base, check_base=check_base), device=device)
+
+    @classmethod
+    def from_model(cls, model: LSSRModel, *, device: str = "cpu") -> LSSRPipeline:
+        """Wrap a trained model (its adapters are merged in place)."""
+        return cls(model, device=device)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Batch dict of docs/ARCHITECTURE.md -> same dict plus ``sr``."""
+        import torch
+
+        inputs = preprocess(batch, scale=self.scale)
+        with torch.inference_mode():
+            img = self.model.forward_batch(inputs).float().cpu().numpy()
+        out = dict(batch)
+        out["sr"] = postprocess(img, inputs["valid"], scale=self.scale)
+        return out
+
+
+__all__ = [
+    "PRESENT_KEYS",
+    "LSSRConfig",
+    "LSSRModel",
+    "LSSRPipeline",
+    "parameter_table",
+    "postprocess",
+    "preprocess",
+]

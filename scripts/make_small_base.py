@@ -1,0 +1,179 @@
+"""Make the project's small SD-architecture stand-in base: models/small-sd-base/.
+
+Same diffusers classes and folder layout as Stable Diffusion 2.1-base (unet/, vae/, scheduler/,
+model_index.json) with a small config (lssr_ray.model.base.SMALL_*_CONFIG), pretrained briefly on
+the bundled real imagery so that tests and CPU demos run the real code path. It is NOT a
+substitute for SD weights: the VAE is a 4-block x8 autoencoder trained for a few minutes, the
+UNet had a short epsilon-prediction pretraining on its latents, and the "empty prompt" embedding
+is a fixed-seed random tensor standing in for the CLIP text encoder output of "".
+
+Training images (3-band, scaled with lssr_ray.model.normalize, rgb and ir groups alike):
+- worldcereal_flanders_31UDS_2018: S2 L2A 10 m B04,B03,B02 and B8A,B11,B12 (20 m, x2 nearest)
+  on dates whose SCL is >= 90 % clear (4/5);
+- worldcereal_hesbaye_monthly_2021: S2 L2A B04,B03,B02 and B08,B11,B12 monthly composites;
+- landsat8_l1t_alabama_2015: L8 TOA reflectance B4,B3,B2 and B5,B6,B7 (30 m).
+
+Usage: python scripts/make_small_base.py [--out models/small-sd-base] [--vae-steps 300]
+Deterministic for a given torch build and thread count (seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
+def _flanders() -> list[np.ndarray]:
+    import xarray as xr
+
+    d = SAMPLES / "worldcereal_flanders_31UDS_2018"
+    # raw integers (uint16, 0 = fill, x 1e-4); decoding is done here to keep SCL integer
+    s10 = xr.open_dataset(next(d.glob("S2_L2A_10m_*.nc")), engine="netcdf4", mask_and_scale=False)
+    s20 = xr.open_dataset(next(d.glob("S2_L2A_20m_*.nc")), engine="netcdf4", mask_and_scale=False)
+    scl = s20["SCL"].values
+    clear = np.isin(scl, (4, 5)).mean(axis=(1, 2)) >= 0.9
+    up = lambda a: a.repeat(2, axis=-2).repeat(2, axis=-1)
+    rgb = np.stack([s10[b].values for b in ("B04", "B03", "B02")], 1)
+    ir = np.stack([up(s20[b].values) for b in ("B8A", "B11", "B12")], 1)
+    six = np.concatenate([rgb, ir], 1)[clear].astype(np.float32)
+    six = np.where(six > 0, six * 1e-4, np.nan)
+    return [x for x in six]
+
+
+def _hesbaye() -> list[np.ndarray]:
+    import xarray as xr
+
+    ds = xr.open_dataset(SAMPLES / "worldcereal_hesbaye_monthly_2021" / "worldcereal_preprocessed_inputs.nc", engine="netcdf4")
+    bands = ("B04", "B03", "B02", "B08", "B11", "B12")
+    raw = np.stack([ds[f"S2-L2A-{b}"].values.astype(np.float32) for b in bands], 1)
+    six = np.where(raw >= 65535, np.nan, raw * 1e-4)
+    return [x for x in six]
+
+
+def _alabama() -> list[np.ndarray]:
+    import rasterio
+
+    d = SAMPLES / "landsat8_l1t_alabama_2015"
+    mtl = (d / "l8_MTL.txt").read_text()
+    sun = float(re.search(r"SUN_ELEVATION = ([\d.]+)", mtl).group(1))
+    out = []
+    for b in (4, 3, 2, 5, 6, 7):
+        mult = float(re.search(rf"REFLECTANCE_MULT_BAND_{b} = ([-\d.E+]+)", mtl).group(1))
+        add = float(re.search(rf"REFLECTANCE_ADD_BAND_{b} = ([-\d.E+]+)", mtl).group(1))
+        with rasterio.open(d / f"l8_B{b}.tif") as src:
+            dn = src.read(1).astype(np.float32)
+        out.append(np.where(dn > 0, (mult * dn + add) / np.sin(np.deg2rad(sun)), np.nan))
+    return [np.stack(out)]
+
+
+def load_images() -> list[np.ndarray]:
+    """All training scenes as (6, H, W) float32 reflectance, OUTPUT_BANDS order, NaN nodata."""
+    return _flanders() + _hesbaye() + _alabama()
+
+
+def sample_crops(scenes, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """n random valid size x size 3-band crops, scaled to [-1, 1], rgb and ir groups mixed."""
+    from lssr_ray.model.normalize import reflectance_to_image
+
+    out = []
+    while len(out) < n:
+        s = scenes[rng.integers(len(scenes))]
+        h, w = s.shape[1:]
+        y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        crop = s[:, y : y + size, x : x + size]
+        if not np.isfinite(crop).all():
+            continue
+        img = reflectance_to_image(crop[None])[0]
+        g = rng.integers(2)
+        img = img[3 * g : 3 * g + 3]
+        if rng.integers(2):
+            img = img[:, :, ::-1]
+        out.append(np.rot90(img, rng.integers(4), axes=(1, 2)).copy())
+    return np.stack(out).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "small-sd-base"))
+    ap.add_argument("--vae-steps", type=int, default=300)
+    ap.add_argument("--unet-steps", type=int, default=300)
+    args = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from lssr_ray.model.base import (
+        EMPTY_PROMPT_FILE,
+        SD21_SCHEDULER_CONFIG,
+        SMALL_UNET_CONFIG,
+        SMALL_VAE_CONFIG,
+        write_model_index,
+    )
+
+    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(0)
+    scenes = load_images()
+    print(f"{len(scenes)} scenes")
+
+    vae = AutoencoderKL(**SMALL_VAE_CONFIG)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    t0 = time.time()
+    for step in range(args.vae_steps):
+        x = torch.from_numpy(sample_crops(scenes, 16, 64, rng))
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.vae_steps - 1:
+            print(f"vae {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+    vae.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(sample_crops(scenes, 64, 64, rng))
+        lat = vae.encode(x).latent_dist.mean
+        rec = vae.decode(lat).sample
+        print(f"vae held-out MAE (image units): {(rec - x).abs().mean().item():.4f}")
+        vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
+
+    unet = UNet2DConditionModel(**SMALL_UNET_CONFIG)
+    sched = DDPMScheduler(**SD21_SCHEDULER_CONFIG)
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(1, 77, SMALL_UNET_CONFIG["cross_attention_dim"], generator=g)
+    opt = torch.optim.Adam(unet.parameters(), lr=5e-4)
+    sf = vae.config.scaling_factor
+    for step in range(args.unet_steps):
+        with torch.no_grad():
+            z = vae.encode(torch.from_numpy(sample_crops(scenes, 32, 64, rng))).latent_dist.mean * sf
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(0, 1000, (z.shape[0],), generator=g)
+        pred = unet(sched.add_noise(z, noise, t), t, encoder_hidden_states=emb.expand(len(z), -1, -1)).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.unet_steps - 1:
+            print(f"unet {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    unet.eval().save_pretrained(out / "unet")
+    vae.save_pretrained(out / "vae")
+    sched.save_pretrained(out / "scheduler")
+    save_file({"prompt_embeds": emb.contiguous()}, str(out / EMPTY_PROMPT_FILE))
+    write_model_index(out)
+    print(f"saved {out} in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""ONNX export of the merged LSSR graph vs torch, on real Flanders chips (small base)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lssr_ray.errors import BatchError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+
+#: max |onnxruntime - torch| allowed on images in [-1, 1] (float32 kernels differ in order)
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from _chips import flanders_batch
+
+    from lssr_ray.infer.export import OnnxLSSR, export_onnx
+    from lssr_ray.model.base import SMALL_BASE_DIR, load_base
+    from lssr_ray.model.lssr import LSSRModel, LSSRPipeline
+
+    torch.manual_seed(0)
+    model = LSSRModel(load_base(SMALL_BASE_DIR))
+    with torch.no_grad():  # non-zero LoRA B so the merged adapters matter in the graph
+        for n, p in model.unet.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    pipe = LSSRPipeline.from_model(model)
+    path = export_onnx(pipe.model, tmp_path_factory.mktemp("onnx") / "lssr.onnx", batch_size=2, chip_size=16)
+    batch, _ = flanders_batch()
+    return pipe, OnnxLSSR(path, threads=1), batch, path
+
+
+def test_onnx_matches_torch_on_real_chips(exported):
+    from lssr_ray.infer.export import max_abs_diff
+    from lssr_ray.model.lssr import preprocess
+
+    pipe, runner, batch, path = exported
+    assert path.with_suffix(".json").is_file()
+    diff = max_abs_diff(pipe.model, runner, preprocess(batch))
+    print(f"ONNX vs torch max abs diff (image units): {diff:.2e}")
+    assert diff < TOL
+    ref, got = pipe(batch)["sr"], runner(batch)["sr"]
+    assert np.nanmax(np.abs(ref - got)) < TOL
+    np.testing.assert_array_equal(np.isnan(ref), np.isnan(got))
+
+
+def test_onnx_nodata_and_missing_modalities(exported):
+    pipe, runner, batch, _ = exported
+    b = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+    b["lr"][0, :, 2, 2] = np.nan
+    b["present"][:, 2] = 0
+    got, ref = runner(b)["sr"], pipe(b)["sr"]
+    assert np.isnan(got[0][:, 6:9, 6:9]).all() and np.isfinite(got[1]).all()
+    assert np.nanmax(np.abs(ref - got)) < TOL
+
+
+def test_onnx_fixed_shape_is_enforced(exported):
+    from lssr_ray.model.lssr import preprocess
+
+    _, runner, batch, _ = exported
+    one = {k: v[:1] for k, v in batch.items()}
+    with pytest.raises(BatchError, match="exported for"):
+        runner.run_arrays(preprocess(one))
