@@ -150,6 +150,9 @@ class TrainConfig:
     """Checkpoints kept in storage."""
     seed: int = 0
     """Seed for model init, modality dropout, crops and the validation split."""
+    holdout_days: int = 1
+    """Training pairs whose target date is within this many days of a validation pair's target
+    date are left out (the validation scenes are then never seen, not even degraded); -1: off."""
     model: dict = field(default_factory=dict)
     """Overrides of :class:`lssr_ray.model.lssr.LSSRConfig` (timestep, modality_dropout, adapters...)."""
     loss: dict = field(default_factory=dict)
@@ -169,4 +172,88 @@ class TrainConfig:
         return _from_dict(cls, data)
 
 
-__all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "TrainConfig", "from_dict", "load_yaml"]
+@dataclass(frozen=True)
+class MapConfig:
+    """One mapping run (``jobs/map_region.py``): AOI -> LSSR -> georeferenced Zarr store.
+
+    Fields marked *run identity* decide the output bytes: they are hashed into the run id
+    (:meth:`run_id`) and stored in the store's attributes; a resumed run must match them.
+    """
+
+    aoi: str
+    """AOI GeoJSON path (lon/lat). *Run identity* (its file content is hashed)."""
+    catalog: str = str(REPO_ROOT / "data" / "archive" / "catalog.json")
+    """STAC catalog href, local or ``s3://``. *Run identity*."""
+    start: str | None = None
+    """First acquisition date, ISO (inclusive). *Run identity*."""
+    end: str | None = None
+    """Last acquisition date, ISO (inclusive). *Run identity*."""
+    out: str | None = None
+    """Output store, local path or ``s3://bucket/key.zarr``; default ``out/<aoi stem>.zarr``."""
+    checkpoint: str | None = None
+    """Adapter checkpoint folder; default ``models/lssr-adapters-cpu`` (untrained adapters with a
+    warning when it does not exist). *Run identity* (its files are hashed)."""
+    base: str = str(REPO_ROOT / "models" / "small-sd-base")
+    """Frozen SD base folder or ``s3://`` URI. *Run identity* (fingerprint)."""
+    engine: str = "auto"
+    """``auto`` | ``torch`` | ``onnxruntime`` | ``tensorrt``. *Run identity* (resolved kind)."""
+    dates: str = "all"
+    """``all`` (one time step per distinct acquisition date) or ``clearest`` (one step: the
+    clearest date per chip). *Run identity*."""
+    chip_size: int = 64
+    """Chip edge in 30 m input pixels. *Run identity*."""
+    overlap: int = 8
+    """Chip overlap in 30 m input pixels (even). *Run identity*."""
+    batch_size: int = 4
+    """Chips per model call (the ONNX graph is exported with this fixed batch). *Run identity*."""
+    seed: int = 0
+    """Seed of the untrained-adapter fallback model. *Run identity*."""
+    num_actors: int = 0
+    """LSSR actors; 0 = one per GPU on GPU clusters, else 1."""
+    actor_cpus: float = 1.0
+    """CPUs reserved per LSSR actor (its inference threads)."""
+    read_cpus: float = 0.5
+    """CPUs reserved per read / commit / blend actor (fractional so reads never starve)."""
+    read_actors: int = 1
+    """Read actors (each reads one block window of ``block`` x ``block`` chips per call)."""
+    block: int = 2
+    """Chips per read block edge: each band of a granule is read once per block."""
+    resume: bool = True
+    """Resume into an existing store with the same run identity (committed chips are skipped)."""
+    overwrite: bool = False
+    """Delete an existing store (and its partials) first."""
+    quicklook: bool = True
+    """Write quicklook PNGs (30 m input next to 10 m output) next to a local store."""
+    ray_address: str | None = None
+    """Ray cluster address; default ``auto`` when ``RAY_ADDRESS`` is set (inside ``ray job
+    submit``), else a local Ray started with this machine's CPUs."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("auto", "torch", "onnxruntime", "tensorrt"):
+            raise ConfigError(
+                f"engine must be one of auto, torch, onnxruntime, tensorrt; got {self.engine!r}"
+            )
+        if self.dates not in ("all", "clearest"):
+            raise ConfigError(f"dates must be one of all, clearest; got {self.dates!r}")
+        for name in ("batch_size", "block", "read_actors"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_actors < 0 or self.actor_cpus <= 0 or self.read_cpus <= 0:
+            raise ConfigError(
+                f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "
+                f"{self.num_actors}, {self.actor_cpus}, {self.read_cpus}"
+            )
+        GridConfig(chip_size=self.chip_size, overlap=self.overlap)  # validates both
+
+    @property
+    def grid(self) -> GridConfig:
+        """The chip grid settings."""
+        return GridConfig(chip_size=self.chip_size, overlap=self.overlap)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MapConfig:
+        return _from_dict(cls, data)
+
+
+__all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig", "from_dict",
+           "load_yaml"]

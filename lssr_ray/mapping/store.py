@@ -281,7 +281,7 @@ def create_store(
         zarr_format=2,
         consolidated=True,
         encoding=encoding,
-        storage_options=dict(storage_options) if _is_remote(url) else None,
+        storage_options=dict(storage_options or {}) if _is_remote(url) else None,
     )
 
 
@@ -394,7 +394,7 @@ def _region_write(
         region=region,
         zarr_format=2,
         consolidated=False,
-        storage_options=dict(storage_options) if _is_remote(url) else None,
+        storage_options=dict(storage_options or {}) if _is_remote(url) else None,
     )
 
 
@@ -432,7 +432,7 @@ def _open(xr: Any, url: str, storage_options: Mapping[str, Any] | None) -> Any:
     return xr.open_zarr(
         str(url),
         decode_coords="all",
-        storage_options=dict(storage_options) if _is_remote(url) else None,
+        storage_options=dict(storage_options or {}) if _is_remote(url) else None,
     )
 
 

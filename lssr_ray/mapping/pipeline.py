@@ -1,0 +1,451 @@
+"""The mapping job as a Ray Data streaming pipeline: catalog -> LSSR actors -> georeferenced Zarr.
+
+Stage 1, per (chip, date) work item, streamed::
+
+    from_items(block items) -> map_batches(ReadChips, actors, read_cpus)      # one read per block
+                            -> map_batches(LSSRPredictor, actors, actor_cpus[, 1 GPU each])
+                            -> map_batches(CommitPartials, 1 actor)           # atomic partials
+                            -> driver iter_batches (ids, status and timings only: no pixels)
+
+Stage 2, per (output chunk, date): ``from_items(chunks) -> map_batches(BlendAndWrite)``: each
+chunk blends its chip's partial with its neighbours' halos and is written by exactly one
+chunk-aligned region write; then the metadata is consolidated.
+
+Bounded memory: the driver holds work-item ids and per-item records (a few hundred bytes each),
+never pixels; Ray Data's streaming executor keeps a bounded number of blocks in flight, so a
+larger region means more items, not more memory in flight.
+
+Resume: every chip-date is committed atomically as a partial (:mod:`lssr_ray.mapping.partials`,
+under ``<store>/_partials/t{ti:04d}``); a rerun lists the partials and skips those items, then
+re-runs stage 2 over every chunk (idempotent). The store records the run identity
+(:func:`run_identity`: AOI file hash, catalog, dates, grid, batch size, seed, base and adapter
+hashes, engine kind, software version) in the ``run_config`` attribute; resuming with a
+different identity is refused. The run id is the first 16 hex digits of the sha256 of that
+identity (JSON, sorted keys), so a killed run and its resumption share the id and the resumed
+run takes over the killed run's store lock (:class:`~lssr_ray.mapping.store.StoreLock`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lssr_ray.config import MapConfig
+from lssr_ray.errors import ConfigError, StoreError
+from lssr_ray.mapping.summary import MapSummary
+from lssr_ray.mapping.udfs import (
+    BlendAndWrite,
+    CommitPartials,
+    LSSRPredictor,
+    ReadChips,
+    folder_sha256,
+    resolve_checkpoint,
+    time_partials,
+)
+
+FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "LSSR_", "HF_")
+"""Environment variables handed to Ray workers (S3 endpoint/keys for GDAL and s3fs, caches)."""
+HEARTBEAT_S = 60.0
+"""Seconds between store-lock heartbeats from the driver."""
+
+
+@dataclass
+class MapPlan:
+    """Everything decided before any pixel is read (no Ray, nothing written)."""
+
+    cfg: MapConfig
+    """The run's configuration."""
+    stage: Any
+    """:class:`~lssr_ray.data.cube.DataStage`: AOI, granules, chip plan, aux sources."""
+    store: str
+    """Output store URL/path."""
+    times: list[np.datetime64]
+    """Store time axis (day precision)."""
+    granules_by_time: dict[int, list[Any]]
+    """Granules each time step chooses from (one date's, or all for ``clearest``)."""
+    engine: str
+    """Concrete engine kind."""
+    checkpoint: str | None
+    """Adapter checkpoint folder, or None for the untrained fallback."""
+    identity: dict[str, Any]
+    """Run identity (see :func:`run_identity`)."""
+    warnings: list[str] = field(default_factory=list)
+    """Warnings to print and record in the store."""
+
+    @property
+    def run_id(self) -> str:
+        """sha256 of the run identity (JSON, sorted keys), first 16 hex digits."""
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """``{ti: "YYYY-MM-DD"}``."""
+        return {i: str(t) for i, t in enumerate(self.times)}
+
+
+def _is_s3(url: str | None) -> bool:
+    return bool(url) and str(url).startswith("s3://")
+
+
+def check_s3(*urls: str | None) -> None:
+    """:class:`StorageUnreachableError` before anything is read or written if an ``s3://`` URL is
+    given and the configured endpoint does not answer."""
+    from lssr_ray.data.readers import check_endpoint, s3_endpoint
+
+    if any(_is_s3(u) for u in urls):
+        check_endpoint(os.environ.get("AWS_ENDPOINT_URL") or s3_endpoint())
+
+
+def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_sha256: str,
+                 engine: str) -> dict[str, Any]:
+    """The settings that decide the output bytes (hashed into the run id, stored in the store)."""
+    import lssr_ray
+
+    return {
+        "aoi_sha256": hashlib.sha256(aoi_bytes).hexdigest(),
+        "catalog": str(cfg.catalog),
+        "start": cfg.start,
+        "end": cfg.end,
+        "dates": cfg.dates,
+        "chip_size": cfg.chip_size,
+        "overlap": cfg.overlap,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "base_sha256": base_sha256,
+        "adapter_sha256": adapter_sha256,
+        "engine": engine,
+        "software_version": lssr_ray.__version__,
+    }
+
+
+def plan_map(cfg: MapConfig) -> MapPlan:
+    """Validate the inputs and plan the run: AOI, catalog search, chips, dates, model identity.
+
+    Raises :class:`~lssr_ray.errors.AOIError`, :class:`CoverageError` (AOI outside the catalog),
+    :class:`StorageUnreachableError` (S3 endpoint down) or :class:`MissingDataError`.
+    """
+    from lssr_ray.data.aoi import read_aoi
+    from lssr_ray.data.catalog import open_catalog
+    from lssr_ray.data.cube import plan_data_stage
+    from lssr_ray.infer.engine import resolve_kind
+    from lssr_ray.model.base import base_fingerprint, resolve_base
+
+    check_s3(cfg.catalog, cfg.out)
+    aoi = read_aoi(cfg.aoi)
+    stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end)
+    if cfg.dates == "all":
+        days = sorted({g.datetime.date() for g in stage.granules})
+        by_time = {i: [g for g in stage.granules if g.datetime.date() == d] for i, d in enumerate(days)}
+    else:
+        days = [stage.granules[0].datetime.date()]
+        by_time = {0: list(stage.granules)}
+    checkpoint, warn = resolve_checkpoint(cfg.checkpoint, seed=cfg.seed)
+    adapter = folder_sha256(checkpoint) if checkpoint else f"untrained-seed{cfg.seed}"
+    base_sha = base_fingerprint(resolve_base(cfg.base))
+    engine = resolve_kind(cfg.engine, onnx_path="graph.onnx")
+    store = cfg.out or str(Path.cwd() / "out" / f"{aoi.name}.zarr")
+    ident = run_identity(cfg, aoi_bytes=Path(cfg.aoi).read_bytes(), base_sha256=base_sha,
+                         adapter_sha256=adapter, engine=engine)
+    return MapPlan(cfg=cfg, stage=stage, store=store, times=[np.datetime64(d, "D") for d in days],
+                   granules_by_time=by_time, engine=engine, checkpoint=checkpoint, identity=ident,
+                   warnings=[warn] if warn else [])
+
+
+def onnx_graph(plan: MapPlan) -> bytes:
+    """The exported ONNX graph of the run's model (fixed batch and chip size), cached on disk
+    under ``$LSSR_CACHE/onnx/<hash>.onnx`` keyed by base, adapters, seed and shapes."""
+    from lssr_ray.infer.export import export_onnx
+    from lssr_ray.mapping.udfs import load_lssr_model
+    from lssr_ray.model.base import default_cache_dir
+
+    cfg = plan.cfg
+    key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
+                                     cfg.seed, cfg.batch_size, cfg.chip_size]).encode()).hexdigest()[:20]
+    path = default_cache_dir() / "onnx" / f"{key}.onnx"
+    if not path.is_file():
+        model = load_lssr_model(plan.checkpoint, base=cfg.base, seed=cfg.seed)
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.chip_size)
+        os.replace(tmp, path)
+        tmp.with_suffix(".json").unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
+    """Constructor arguments of :class:`LSSRPredictor` for this run."""
+    cfg = plan.cfg
+    kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
+                          "batch_size": cfg.batch_size, "chip_size": cfg.chip_size}
+    if plan.engine != "torch":
+        kw["onnx"] = onnx_graph(plan)
+    return kw
+
+
+def work_items(plan: MapPlan, done: Mapping[int, set[str]]) -> list[dict[str, Any]]:
+    """Read items ``{"chips", "ti", "granules"}``: one per read block and date, committed chips left out."""
+    from lssr_ray.data.grid import group_chips
+
+    items = []
+    groups = group_chips(plan.stage.plan, block=plan.cfg.block)
+    for ti, grans in plan.granules_by_time.items():
+        gids = ",".join(str(g.id) for g in grans)
+        for group in groups:
+            todo = [c.id for c in group if c.id not in done.get(ti, set())]
+            if todo:
+                items.append({"chips": ",".join(todo), "ti": ti, "granules": gids})
+    return items
+
+
+_LOCAL_RAY_ENV: dict[str, str] | None = None  # forwarded env of the local Ray this module started
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+def _runtime_env() -> dict[str, Any]:
+    """Per-actor runtime env carrying the S3/GDAL settings; empty when the workers of a local Ray
+    started here already inherited the same environment (then idle workers can be reused)."""
+    env = _forwarded_env()
+    return {} if env == _LOCAL_RAY_ENV else {"env_vars": env}
+
+
+def init_ray(cfg: MapConfig) -> bool:
+    """Connect to a cluster (``cfg.ray_address``, or ``auto`` inside ``ray job submit`` where
+    ``RAY_ADDRESS`` is set) or start a local Ray with this machine's CPUs. True if it started one."""
+    import ray
+
+    global _LOCAL_RAY_ENV
+    if ray.is_initialized():
+        return False
+    _LOCAL_RAY_ENV = None
+    address = cfg.ray_address or ("auto" if os.environ.get("RAY_ADDRESS") else None)
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # "local": never join another user's cluster found via /tmp/ray on a shared machine
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        _LOCAL_RAY_ENV = _forwarded_env()
+    return True
+
+
+def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> None:
+    from lssr_ray.mapping.store import create_store, exists, open_store, provenance_attrs
+
+    cfg, url = plan.cfg, plan.store
+    if exists(url, storage_options=storage_options) and not cfg.overwrite:
+        if not cfg.resume:
+            raise StoreError(f"store {url} exists; pass --resume to continue it or --overwrite to replace it")
+        attrs = open_store(url, storage_options=storage_options).attrs
+        old = json.loads(attrs.get("run_config", "{}"))
+        diff = sorted(k for k in set(old) | set(plan.identity) if old.get(k) != plan.identity.get(k))
+        if diff:
+            raise ConfigError(
+                f"cannot resume {url}: its run settings differ in {diff} "
+                f"(store: {[old.get(k) for k in diff]}, now: {[plan.identity.get(k) for k in diff]}); "
+                "use the same settings, another --out, or --overwrite"
+            )
+        return
+    g = plan.stage.plan.grid
+    attrs = provenance_attrs(
+        [str(x.id) for x in plan.stage.granules], plan.identity["base_sha256"],
+        adapter_hash=plan.identity["adapter_sha256"], engine=plan.engine,
+        extra={"run_config": json.dumps(plan.identity, sort_keys=True), "run_id": plan.run_id,
+               "time_mode": plan.cfg.dates, "chip_size": plan.cfg.chip_size, "overlap": plan.cfg.overlap,
+               "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings)},
+    )
+    create_store(url, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=g.output_shape,
+                 chunk=plan.stage.plan.chunk_size, times=plan.times, attrs=attrs,
+                 storage_options=storage_options, overwrite=cfg.overwrite)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="chip", disable=not enabled, file=sys.stderr, mininterval=1.0)
+
+
+def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
+            on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
+    """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary`.
+
+    Ray is started (or joined) if it is not running yet and left running for the caller
+    (jobs shut it down). ``on_commit`` is called with each committed record (tests, monitors).
+    """
+    import ray
+
+    from lssr_ray.mapping.partials import done_chip_ids
+    from lssr_ray.mapping.store import StoreLock, finalize_store
+
+    t0 = time.perf_counter()
+    storage_options = dict(storage_options or {})  # the store helpers want a dict for s3:// (not None)
+    plan = plan_map(cfg)
+    for w in plan.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    _open_or_create(plan, storage_options)
+    chips = plan.stage.plan
+    nt = len(plan.times)
+    core = chips.chunk_size
+    summary = MapSummary(store=plan.store, run_id=plan.run_id, engine=plan.engine, chips=len(chips),
+                         n_times=nt, chip_dates=len(chips) * nt, chunk_km2=(core * chips.grid.output_resolution) ** 2 / 1e6,
+                         aoi_km2=chips.aoi_area_km2, warnings=list(plan.warnings))
+    with StoreLock(plan.store, plan.run_id, storage_options=storage_options) as lock:
+        done = {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options) for ti in range(nt)}
+        summary.resumed = sum(len(v & {c.id for c in chips.chips}) for v in done.values())
+        items = work_items(plan, done)
+        init_ray(cfg)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        env = _runtime_env()
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        n_actors = cfg.num_actors or max(1, gpus)
+        last_beat = time.monotonic()
+
+        def beat() -> None:
+            nonlocal last_beat
+            if time.monotonic() - last_beat > HEARTBEAT_S:
+                lock.heartbeat()
+                last_beat = time.monotonic()
+
+        pkw = predictor_kwargs(plan) if items else {}  # ONNX export (cached) before the clock starts
+        t1 = time.perf_counter()
+        remaining = summary.chip_dates - summary.resumed
+        if items:
+            used: dict[str, int] = {}
+            # about one item per block keeps results streaming out per read block; capped for huge regions
+            ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4096))
+            ds = ds.map_batches(ReadChips, fn_constructor_kwargs={"plan": chips, "granules": plan.stage.granules,
+                                                                  "aux": plan.stage.aux},
+                                batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.read_actors),
+                                num_cpus=cfg.read_cpus, runtime_env=env)
+            ds = ds.map_batches(LSSRPredictor, fn_constructor_kwargs=pkw, batch_size=cfg.batch_size,
+                                batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
+                                num_cpus=cfg.actor_cpus, num_gpus=1 if gpus else 0, runtime_env=env)
+            ds = ds.map_batches(CommitPartials, fn_constructor_args=(plan.store,),
+                                fn_constructor_kwargs={"storage_options": storage_options}, batch_size=cfg.batch_size,
+                                batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+                                num_cpus=min(0.25, cfg.read_cpus), runtime_env=env)
+            with _progress(remaining, "stage 1 chips", progress) as bar:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for i in range(len(batch["chip_id"])):
+                        rec = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i] for k in batch}
+                        summary.computed += 1
+                        if rec["status"] != "ok":
+                            summary.skipped[rec["reason"]] = summary.skipped.get(rec["reason"], 0) + 1
+                            if len(summary.skip_examples) < 20:
+                                summary.skip_examples.append(
+                                    f"{rec['chip_id']} {plan.labels[int(rec['ti'])]} {rec['reason']}: {rec['detail'][:160]}")
+                        else:
+                            for g in str(rec["granules"]).split(","):
+                                used[g] = used.get(g, 0) + 1
+                        if on_commit is not None:
+                            on_commit(rec)
+                        bar.update(1)
+                    beat()
+            if cfg.dates == "clearest":  # quicklook input: most-used granules first
+                plan.granules_by_time[0].sort(key=lambda g: -used.get(str(g.id), 0))
+        summary.stage1_s = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        chunks = [{"row": c.row, "col": c.col, "ti": ti} for ti in range(nt) for c in chips.chips]
+        n_blend = max(1, min(8, int(ray.cluster_resources().get("CPU", 1)), len(chunks) // 16))
+        ds2 = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4 * n_blend)))
+        ds2 = ds2.map_batches(BlendAndWrite, fn_constructor_args=(plan.store,),
+                              fn_constructor_kwargs={"core": core, "halo": cfg.overlap // 2 * chips.grid.scale,
+                                                     "storage_options": storage_options},
+                              batch_size=8, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_blend),
+                              num_cpus=cfg.read_cpus, runtime_env=env)
+        with _progress(len(chunks), "stage 2 chunks", progress) as bar:
+            for batch in ds2.iter_batches(batch_size=None, batch_format="numpy"):
+                summary.chunks_written += int(np.asarray(batch["written"]).sum())
+                bar.update(len(batch["written"]))
+                beat()
+        summary.stage2_s = time.perf_counter() - t2
+        from lssr_ray.mapping.partials import summarize
+
+        counts = {"chip_dates_ok": 0, "chip_dates_skipped": 0, "skip_reasons": {}}
+        for ti in range(nt):
+            s = summarize(time_partials(plan.store, ti), storage_options=storage_options)
+            counts["chip_dates_ok"] += s["chips_ok"]
+            counts["chip_dates_skipped"] += s["chips_skipped"]
+            for k, v in s["skip_reasons"].items():
+                counts["skip_reasons"][k] = counts["skip_reasons"].get(k, 0) + v
+        finalize_store(plan.store, attrs={**counts, "chips": len(chips), "completed": True,
+                                          "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
+                       storage_options=storage_options)
+        if cfg.quicklook:
+            from lssr_ray.mapping.quicklook import write_quicklooks
+
+            summary.quicklooks = write_quicklooks(plan.store, chips.grid, plan.granules_by_time,
+                                                  labels=plan.labels, storage_options=storage_options)
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def engine_throughput(cfg: MapConfig, *, n_chips: int = 8, repeats: int = 2) -> dict[str, Any]:
+    """Engine-only throughput on the run's own chips, no Ray: chips/s of
+    ``LSSRPredictor.predict`` (preprocess + engine + postprocess) after one warm-up call.
+
+    Reads up to ``n_chips`` clear chip-dates of ``cfg`` in-process, then times ``repeats``
+    passes over them in batches of ``cfg.batch_size``. Compare with
+    :attr:`MapSummary.stage1_chips_per_s` for the pipeline / engine ratio.
+    """
+    plan = plan_map(cfg)
+    reader = ReadChips(plan.stage.plan, plan.stage.granules, aux=plan.stage.aux)
+    rows: dict[str, list[np.ndarray]] = {}
+    for item in work_items(plan, {}):
+        out = reader({k: np.asarray([v]) for k, v in item.items()})
+        for i in np.flatnonzero(np.asarray(out["status"]) == "ok"):
+            for k in ("lr", "dem", "landcover", "sar", "month", "present"):
+                rows.setdefault(k, []).append(out[k][i])
+        if len(rows.get("lr", [])) >= n_chips:
+            break
+    if not rows:
+        raise ConfigError(f"engine_throughput: no clear chip in {cfg.aoi} to time")
+    batch = {k: np.stack(v[:n_chips]) for k, v in rows.items()}
+    n = batch["lr"].shape[0]
+    pred = LSSRPredictor(**predictor_kwargs(plan))
+    bs = cfg.batch_size
+    pred.predict({k: v[:bs] for k, v in batch.items()})  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for s in range(0, n, bs):
+            pred.predict({k: v[s : s + bs] for k, v in batch.items()})
+    dt = time.perf_counter() - t0
+    return {"engine": pred.kind, "chips": n * repeats, "seconds": dt, "chips_per_s": n * repeats / dt,
+            "batch_size": bs}
+
+
+def config_from(cfg: MapConfig, **changes: Any) -> MapConfig:
+    """A copy of ``cfg`` with ``changes`` (validated)."""
+    return dataclasses.replace(cfg, **changes)
+
+
+__all__ = [
+    "FORWARDED_ENV_PREFIXES",
+    "MapPlan",
+    "check_s3",
+    "config_from",
+    "engine_throughput",
+    "init_ray",
+    "onnx_graph",
+    "plan_map",
+    "predictor_kwargs",
+    "run_identity",
+    "run_map",
+    "work_items",
+]

@@ -1,0 +1,116 @@
+"""Quicklook PNGs: the 30 m input RGB next to the 10 m output RGB of one time step.
+
+Memory is bounded: at most ``max_px`` x ``max_px`` output pixels (a window centred on the
+grid) are read, whatever the region's size.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _window(grid: Any, max_px: int) -> tuple[int, int, int, int]:
+    """Centred input-grid window (row, col, h, w) whose 10 m extent is at most max_px."""
+    k = grid.scale
+    h, w = grid.input_shape
+    mh, mw = min(h, max_px // k), min(w, max_px // k)
+    return ((h - mh) // 2, (w - mw) // 2, mh, mw)
+
+
+def input_rgb(grid: Any, granules: Sequence[Any], window: tuple[int, int, int, int]) -> np.ndarray:
+    """30 m RGB reflectance (3, h, w) over ``window``: first clear value over ``granules``, NaN else."""
+    from lssr_ray.data.readers import read_lowres
+    from lssr_ray.errors import LssrError, StorageUnreachableError
+
+    rgb = np.full((3, window[2], window[3]), np.nan, np.float32)
+    for g in granules:
+        try:
+            lr = read_lowres(g, grid, window=window).lr[:3]
+        except StorageUnreachableError:
+            raise
+        except LssrError:
+            continue  # a corrupt granule was a recorded skip; show what else there is
+        rgb = np.where(np.isfinite(rgb), rgb, lr)
+    return rgb
+
+
+def _stretch(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    img = np.clip((np.moveaxis(rgb, 0, -1) - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.where(np.isfinite(img), img, 0.5)  # nodata / cloud shown grey
+
+
+def render(rgb30: np.ndarray, rgb10: np.ndarray, *, title: str = "") -> bytes:
+    """PNG bytes: input (3, h, w) at 30 m left, output (3, 3h, 3w) at 10 m right, one stretch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = rgb30[np.isfinite(rgb30)]
+    if finite.size == 0:
+        finite = rgb10[np.isfinite(rgb10)]
+    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 0.3))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), dpi=100)
+    for ax, img, name in ((axes[0], rgb30, "input 30 m"), (axes[1], rgb10, "LSSR output 10 m")):
+        ax.imshow(_stretch(img, float(lo), float(hi)), interpolation="nearest")
+        ax.set_title(f"{name} ({img.shape[2]} x {img.shape[1]} px)")
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_quicklooks(
+    store: str,
+    grid: Any,
+    granules_by_time: Mapping[int, Sequence[Any]],
+    *,
+    labels: Mapping[int, str] | None = None,
+    out: str | None = None,
+    max_px: int = 1536,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Write one PNG per time index of ``granules_by_time``; returns their paths/URLs.
+
+    Args:
+        store: the finished output store.
+        grid: the run's :class:`~lssr_ray.data.grid.OutputGrid`.
+        granules_by_time: ``{ti: granules}`` shown as the 30 m input of time step ``ti``.
+        labels: ``{ti: "2018-07-01"}`` for titles and file names.
+        out: folder for the PNGs (default ``<store without .zarr>_quicklook``, local or s3://).
+        max_px: largest output window edge read, pixels.
+    """
+    import fsspec
+
+    from lssr_ray.mapping.store import open_store
+
+    labels = dict(labels or {})
+    out = out or str(store).rstrip("/").removesuffix(".zarr") + "_quicklook"
+    win = _window(grid, max_px)
+    k = grid.scale
+    ds = open_store(store, storage_options=storage_options)
+    paths = []
+    for ti, grans in sorted(granules_by_time.items()):
+        rgb30 = input_rgb(grid, grans, win)
+        sel = ds["reflectance"].isel(time=int(ti), band=[0, 1, 2],
+                                     y=slice(win[0] * k, (win[0] + win[2]) * k),
+                                     x=slice(win[1] * k, (win[1] + win[3]) * k))
+        rgb10 = np.asarray(sel.values, np.float32)
+        label = labels.get(ti, f"t{ti}")
+        png = render(rgb30, rgb10, title=f"{label}  {grid.crs}")
+        url = "/".join([out.rstrip("/"), f"t{int(ti):04d}_{label}.png"])
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, png)
+        paths.append(url)
+    return paths
+
+
+__all__ = ["input_rgb", "render", "write_quicklooks"]
