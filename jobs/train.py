@@ -1,6 +1,7 @@
 """Fine-tune LSSR adapters with Ray Train.
 
-    ray job submit --working-dir . -- python jobs/train.py --config configs/train_cpu.yaml
+    ray start --head ...   (from the repository root; see docs/TRAINING.md)
+    ray job submit -- python jobs/train.py --config configs/train_cpu.yaml
     python jobs/train.py --config configs/train_cpu.yaml        # stand-alone: starts a local Ray
 
 Starting it again with the same ``run_name`` resumes from the run's latest checkpoint.
@@ -11,13 +12,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from lssr_ray.config import TrainConfig, load_yaml  # noqa: E402
+import yaml
+
+from lssr_ray.config import TrainConfig, load_yaml
+from lssr_ray.errors import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,12 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage-path", help="override storage_path (local folder or s3://bucket/prefix)")
     p.add_argument("--max-steps", type=int, help="override max_steps")
     p.add_argument("--num-workers", type=int, help="override num_workers")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any TrainConfig field (value parsed as YAML), e.g. --set learning_rate=1e-3")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS inside `ray job submit`, "
+                   "else a new local Ray)")
     p.add_argument("--summary-json", help="also write the final summary here")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The YAML file, then the named flags, then every ``--set KEY=VALUE`` (YAML-parsed)."""
     data = load_yaml(args.config)
     overrides = {
         "run_name": args.run_name,
@@ -41,14 +50,33 @@ def main(argv: list[str] | None = None) -> int:
         "num_workers": args.num_workers,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig.from_dict(data)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        data[key.strip()] = yaml.safe_load(value)
+    # YAML 1.1 reads "1e-4" (no dot) as a string: give numeric fields numbers or a clear error
+    for f in dataclasses.fields(TrainConfig):
+        kind = type(f.default)
+        if kind in (int, float) and isinstance(data.get(f.name), str):
+            try:
+                data[f.name] = kind(float(data[f.name]))
+            except ValueError:
+                raise ConfigError(f"{f.name} must be a number, got {data[f.name]!r}") from None
+    return TrainConfig.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = build_config(args)
 
     import ray
 
     from lssr_ray.train.trainer import final_table, run_training
 
-    ray.init(address="auto" if _cluster_running() else None, ignore_reinit_error=True,
-             log_to_driver=True)
+    address = args.address or os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
+    # no address: a fresh local Ray ("local"), never someone else's cluster on the same machine
+    ray.init(address=address or "local", ignore_reinit_error=True, log_to_driver=True)
     print(f"[train] config: {json.dumps(dataclasses.asdict(cfg))}", flush=True)
     t0 = time.perf_counter()
     summary = run_training(cfg)
@@ -58,20 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
     return 0
-
-
-def _cluster_running() -> bool:
-    """True inside `ray job submit` or when a local head was started with `ray start --head`."""
-    import os
-
-    if os.environ.get("RAY_ADDRESS"):
-        return True
-    try:
-        from ray._private.services import find_gcs_addresses
-
-        return bool(find_gcs_addresses())
-    except Exception:  # private API moved: fall back to a fresh local Ray
-        return False
 
 
 if __name__ == "__main__":

@@ -102,6 +102,11 @@ def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
     s = str(uri)
     if not s.startswith("s3://"):
         p = Path(s).expanduser()
+        if not p.is_absolute() and not p.is_dir():
+            # Checkpoints record repository-relative bases (models/small-sd-base).
+            from lssr_ray.config import REPO_ROOT
+
+            p = REPO_ROOT / p if (REPO_ROOT / p).is_dir() else p
         if not p.is_dir():
             raise MissingDataError(
                 f"base model folder not found: {p}; give a local diffusers SD folder "

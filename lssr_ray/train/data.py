@@ -1,4 +1,10 @@
-"""Batches for the training loop: each worker reads its own shard of the pairs store."""
+"""Batches for the training loop: each worker reads its own shard of the pairs store.
+
+Protocol (no leaks into validation): training uses the pair kinds ``cfg.train_sensor_pairs``
+minus every pair whose 10 m target date lies within ``cfg.holdout_days`` of the target date of
+any validation pair. With the bundled store this removes the synthetic (degraded Sentinel-2)
+pairs made from the very Sentinel-2 scenes that are the targets of the real Landsat-8 pairs.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +15,66 @@ from lssr_ray.config import TrainConfig
 from lssr_ray.errors import ConfigError
 
 
+def split_pairs(cfg: TrainConfig) -> dict[str, list[str]]:
+    """Pair ids of the store ``cfg.pairs``: ``train``, ``val`` and ``held_out`` (left out of
+    training because their target date is within ``cfg.holdout_days`` of a validation target)."""
+    import numpy as np
+
+    from lssr_ray.data.pairs import open_pairs, pair_ids
+
+    ds = open_pairs(cfg.pairs)
+    ids = pair_ids(ds)
+    kind = [str(x) for x in ds["sensor_pair"].values.tolist()]
+    day = ds["hr_date"].values.astype("datetime64[D]")
+    val_store = cfg.val_pairs or cfg.pairs
+    if val_store == cfg.pairs:
+        vds, vids, vkind = ds, ids, kind
+    else:
+        vds = open_pairs(val_store)
+        vids, vkind = pair_ids(vds), [str(x) for x in vds["sensor_pair"].values.tolist()]
+    vday_all = vds["hr_date"].values.astype("datetime64[D]")
+    val_idx = [i for i in range(len(vids)) if vkind[i] in cfg.val_sensor_pairs]
+    val_days = vday_all[val_idx]
+    out: dict[str, list[str]] = {"train": [], "val": sorted(vids[i] for i in val_idx), "held_out": []}
+    for i, pid in enumerate(ids):
+        if kind[i] not in cfg.train_sensor_pairs or (val_store == cfg.pairs and i in val_idx):
+            continue
+        near = cfg.holdout_days >= 0 and len(val_days) and bool(
+            (np.abs((val_days - day[i]).astype(int)) <= cfg.holdout_days).any())
+        out["held_out" if near else "train"].append(pid)
+    out["train"].sort()
+    out["held_out"].sort()
+    return out
+
+
 def make_batches(
     cfg: TrainConfig, *, rank: int, world_size: int, start_step: int = 0
-) -> tuple[Iterator[dict[str, Any]], Callable[[], Iterator[dict[str, Any]]]]:
-    """(endless iterator of training batches, factory of one validation pass).
+) -> tuple[Iterator[dict[str, Any]], Callable[[], Iterator[dict[str, Any]]], dict[str, list[str]]]:
+    """(endless iterator of training batches, factory of one validation pass, split ids).
 
     Training batches cycle over this worker's shard in epochs with fresh augmentation draws; a
     resumed run skips the epochs it already consumed, so restarts do not replay the same chips.
     Validation is not sharded: every worker sees all validation pairs (it is small, and the
     numbers then agree across ranks).
     """
-    from lssr_ray.data.pair_dataset import PairDataset, collate
+    from lssr_ray.data.pair_dataset import PairDataset, collate, shard_indices
 
     if 3 * cfg.chip_size % 8:
         raise ConfigError(f"chip_size {cfg.chip_size}: 3*chip_size must be a multiple of 8 (try 16 or 24)")
-    train = PairDataset(
-        cfg.pairs, chip_size=cfg.chip_size, rank=rank, world_size=world_size, augment=cfg.augment,
-        seed=cfg.seed, sensor_pairs=cfg.train_sensor_pairs, pad_to_even=True,
-    )
+    split = split_pairs(cfg)
+    if not split["train"]:
+        raise ConfigError(
+            f"no training pairs of kinds {cfg.train_sensor_pairs} in {cfg.pairs} "
+            f"({len(split['held_out'])} held out by holdout_days={cfg.holdout_days})")
+    train = PairDataset(cfg.pairs, chip_size=cfg.chip_size, augment=cfg.augment, seed=cfg.seed,
+                        sensor_pairs=cfg.train_sensor_pairs)
+    keep = set(split["train"])
+    order = [pos for pos, pid in zip(train.indices, train.pair_ids) if pid in keep]
+    mine = [order[i] for i in shard_indices(len(order), rank, world_size, pad_to_even=True)]
+    # PairDataset shards by kind only; re-deal the date-filtered list the same round-robin way.
+    pos_to_id = dict(zip(train.indices, train.pair_ids))
+    train.indices, train.pair_ids = mine, [pos_to_id[p] for p in mine]
     val = PairDataset(cfg.val_pairs or cfg.pairs, chip_size=cfg.chip_size, sensor_pairs=cfg.val_sensor_pairs)
-    if len(train) == 0:
-        raise ConfigError(f"no training pairs of kinds {cfg.train_sensor_pairs} in {cfg.pairs}")
 
     def train_iter() -> Iterator[dict[str, Any]]:
         import numpy as np
@@ -50,7 +95,7 @@ def make_batches(
         for i in range(0, len(val), cfg.batch_size):
             yield _fix(collate([val[j] for j in range(i, min(i + cfg.batch_size, len(val)))]))
 
-    return train_iter(), val_iter
+    return train_iter(), val_iter, split
 
 
 def _fix(batch: dict[str, Any]) -> dict[str, Any]:
@@ -58,3 +103,6 @@ def _fix(batch: dict[str, Any]) -> dict[str, Any]:
     hv = batch["hr_valid"]
     batch["hr_valid"] = (hv[:, 0] if hv.ndim == 4 else hv) > 0.5
     return batch
+
+
+__all__ = ["make_batches", "split_pairs"]

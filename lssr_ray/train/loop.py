@@ -18,6 +18,10 @@ from lssr_ray.config import TrainConfig
 
 TRAIN_STATE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
+SPLIT_FILE = "train_pairs.json"
+"""Checkpoint file listing the pair ids trained on, validated on and held out (see train.data)."""
+VAL_SEED = 1234
+"""Torch seed of every validation pass, so its numbers do not depend on the training RNG state."""
 
 
 def _autocast(device_type: str, precision: str):
@@ -57,8 +61,8 @@ def _step_inputs(batch: dict[str, Any], scale: int) -> tuple[dict[str, Any], Any
 
 
 def evaluate_model(model, loss_fn, batches, device) -> dict[str, float]:
-    """Mean loss terms and reflectance metrics (PSNR/SSIM per group, NDVI MSE, SAM) over
-    ``batches``, for the model and for bicubic upsampling of the same 30 m input."""
+    """Mean loss terms and reflectance metrics (PSNR/SSIM per group, NDVI MSE, SAM; per-chip
+    means) over ``batches``, for the model and for bicubic upsampling of the same 30 m input."""
     import numpy as np
     import torch
 
@@ -69,7 +73,9 @@ def evaluate_model(model, loss_fn, batches, device) -> dict[str, float]:
     n = 0
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    cuda = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.inference_mode():
+        torch.manual_seed(VAL_SEED)
         for batch in batches:
             inputs, hr, hr_valid = _step_inputs(batch, model.config.scale)
             t = _to_device(inputs, device)
@@ -83,15 +89,72 @@ def evaluate_model(model, loss_fn, batches, device) -> dict[str, float]:
                 align_corners=False).clamp(-1, 1).numpy())
             terms.update({f"bicubic_{k}": v for k, v in
                           evaluate(torch.as_tensor(bicubic), torch.as_tensor(target)).items()})
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n += 1
+            for k, v in terms.items():  # batch means, weighted by batch size: a per-chip mean
+                sums[k] = sums.get(k, 0.0) + float(v) * len(hr)
+            n += len(hr)
     model.train(was_training)
     return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
 
 
+def accumulate_gradients(model, loss_fn, micro_batches, *, device, scale: int = 3, autocast=None,
+                         scaler=None) -> tuple[dict[str, float], int]:
+    """Forward/backward over ``micro_batches`` (numpy batch dicts), each loss divided by their
+    number, so the summed gradients equal those of one batch holding all of them when the
+    micro-batches have equal valid-pixel counts. Returns (mean loss terms, samples seen)."""
+    import contextlib
+
+    import torch
+
+    autocast = autocast or contextlib.nullcontext()
+    n = len(micro_batches)
+    terms_acc: dict[str, float] = {}
+    samples = 0
+    for i, batch in enumerate(micro_batches):
+        inputs, hr, hr_valid = _step_inputs(batch, scale)
+        t = _to_device(inputs, device)
+        # DDP: all-reduce gradients only on the last micro-batch
+        sync = contextlib.nullcontext() if i == n - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast:
+                pred = model(t["lr"], t["dem"], t["landcover"], t["month"], t["present"], t["sar"])
+            loss, terms = loss_fn(pred.float(), torch.as_tensor(hr).to(device), torch.as_tensor(hr_valid).to(device))
+            loss = loss / n
+            (scaler.scale(loss) if scaler else loss).backward()
+        samples += len(hr)
+        for k, v in terms.items():
+            terms_acc[k] = terms_acc.get(k, 0.0) + v / n
+    return terms_acc, samples
+
+
+def _emit(text: str) -> None:
+    """Write a log line once: Ray Train 2.60 patches ``print`` to send it both to stdout and to
+    its logger, which shows every line twice in the job log."""
+    import sys
+
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _log_line(record: dict[str, Any]) -> str:
+    keys = ("step", "total", "mse", "fft", "ndvi", "samples_per_s", "lr")
+    main = " ".join(f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
+                    for k in keys if k in record)
+    val = {k: v for k, v in record.items() if k.startswith("val_")}
+    if not val:
+        return f"[train] {main}"
+    pick = ("psnr_rgb", "psnr_ir", "ndvi_mse", "sam_deg")
+    vals = " ".join(f"{k}={val['val_' + k]:.4g}/{val.get('val_bicubic_' + k, float('nan')):.4g}"
+                    for k in pick if "val_" + k in val)
+    return f"[train] {main}\n[val]   step={record['step']} model/bicubic {vals}"
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``config`` is ``dataclasses.asdict(TrainConfig)``."""
+    """Ray Train entry point; ``config`` is ``dataclasses.asdict(TrainConfig)``.
+
+    ``metrics.jsonl`` (one JSON object per line) gets an ``{"event": "start", "step": N}`` line
+    whenever workers (re)start, then one line per optimizer step: loss terms, ``samples_per_s``
+    (all workers) and, every ``val_every`` steps, ``val_*`` model and ``val_bicubic_*`` metrics.
+    """
     import ray.train
     import ray.train.torch
     import torch
@@ -116,46 +179,42 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model = LSSRModel.from_checkpoint(ckpt_dir, base=base)
             train_state = torch.load(Path(ckpt_dir) / TRAIN_STATE, map_location="cpu", weights_only=False)
         start_step = int(train_state["step"])
+        torch.manual_seed(cfg.seed + rank + 7919 * start_step)  # fresh dropout draws after a restart
     else:
         model = LSSRModel(base, LSSRConfig.from_dict(cfg.model))
     model.train()
+
+    log_path = Path(tempfile.mkdtemp(prefix="lssr-train-log-")) / METRICS_FILE
+    if train_state is not None and train_state.get("metrics_log"):
+        log_path.write_text(train_state["metrics_log"])
+    train_batches, val_batches, split = make_batches(cfg, rank=rank, world_size=world, start_step=start_step)
     if rank == 0:
         from lssr_ray.model.lssr import parameter_table
 
-        print(parameter_table(model.parameter_summary()), flush=True)
-        print(f"[train] start at step {start_step} of {cfg.max_steps} ({world} workers, device {device})", flush=True)
+        _emit(parameter_table(model.parameter_summary()))
+        _emit(f"[train] start at step {start_step} of {cfg.max_steps} ({world} workers, device {device}; "
+              f"{len(split['train'])} training pairs, {len(split['val'])} validation pairs, "
+              f"{len(split['held_out'])} held out by date)")
+        with log_path.open("a") as fh:
+            fh.write(json.dumps({"event": "start", "step": start_step, "world_size": world,
+                                 "time": time.time()}) + "\n")
 
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     core = model.module if hasattr(model, "module") else model
-    params = core.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(core.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if train_state is not None:
         opt.load_state_dict(train_state["optimizer"])
     loss_fn = LSSRLoss(**cfg.loss).to(device)
     autocast, scaler = _autocast(device.type, cfg.precision)
 
-    train_batches, val_batches = make_batches(cfg, rank=rank, world_size=world, start_step=start_step)
-    log_path = Path(tempfile.mkdtemp(prefix="lssr-train-log-")) / METRICS_FILE
-    if train_state is not None and train_state.get("metrics_log"):
-        log_path.write_text(train_state["metrics_log"])
-
     step = start_step
     t0, samples = time.perf_counter(), 0
     while step < cfg.max_steps:
         opt.zero_grad(set_to_none=True)
-        terms_acc: dict[str, float] = {}
-        for _ in range(cfg.grad_accum):
-            batch = next(train_batches)
-            inputs, hr, hr_valid = _step_inputs(batch, core.config.scale)
-            t = _to_device(inputs, device)
-            with autocast:
-                pred = model(t["lr"], t["dem"], t["landcover"], t["month"], t["present"], t["sar"])
-            loss, terms = loss_fn(pred.float(), torch.as_tensor(hr).to(device), torch.as_tensor(hr_valid).to(device))
-            loss = loss / cfg.grad_accum
-            (scaler.scale(loss) if scaler else loss).backward()
-            samples += len(hr)
-            for k, v in terms.items():
-                terms_acc[k] = terms_acc.get(k, 0.0) + v / cfg.grad_accum
+        micro = [next(train_batches) for _ in range(cfg.grad_accum)]
+        terms, n = accumulate_gradients(model, loss_fn, micro, device=device, scale=core.config.scale,
+                                        autocast=autocast, scaler=scaler)
+        samples += n
         if scaler:
             scaler.step(opt)
             scaler.update()
@@ -163,11 +222,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             opt.step()
         step += 1
         elapsed = time.perf_counter() - t0
-        record = {"step": step, "rank": rank, **terms_acc, "samples_per_s": samples * world / max(elapsed, 1e-9)}
+        record = {"step": step, "rank": rank, **terms, "samples_per_s": samples * world / max(elapsed, 1e-9)}
         if step % cfg.val_every == 0 or step == cfg.max_steps:
             record.update(evaluate_model(core, loss_fn, val_batches(), device))
         if rank == 0:
-            print("[train] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+            _emit(_log_line(record))
             with log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
@@ -181,5 +240,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         Path(tmp) / TRAIN_STATE,
                     )
                     (Path(tmp) / METRICS_FILE).write_text(log_path.read_text())
+                    (Path(tmp) / SPLIT_FILE).write_text(json.dumps(split, indent=1) + "\n")
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))}, checkpoint=ckpt)
+
+
+__all__ = ["METRICS_FILE", "SPLIT_FILE", "TRAIN_STATE", "accumulate_gradients", "evaluate_model",
+           "train_loop_per_worker"]

@@ -79,7 +79,10 @@ def build_trainer(cfg: TrainConfig):
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Fit, then copy the metrics log next to the run and return a summary dict."""
+    """Fit (resuming ``cfg.run_name`` if it has checkpoints), write ``metrics.jsonl`` into the run
+    folder (``<storage_path>/<run_name>/``) and return a summary dict: ``run_name``,
+    ``metrics`` (last report), ``checkpoint`` (path of the latest), ``history`` (metrics.jsonl
+    records) and ``starts`` (the step each (re)start began at)."""
     result = build_trainer(cfg).fit()
     summary: dict[str, Any] = {"run_name": cfg.run_name, "metrics": dict(result.metrics or {})}
     if result.checkpoint is not None:
@@ -87,14 +90,48 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         with result.checkpoint.as_directory() as d:
             log = Path(d) / METRICS_FILE
             if log.is_file():
-                summary["history"] = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+                text = log.read_text()
+                summary["history"] = [json.loads(x) for x in text.splitlines() if x.strip()]
+                _write_run_file(cfg, METRICS_FILE, text)
+    hist = summary.get("history", [])
+    summary["starts"] = [r["step"] for r in hist if r.get("event") == "start"]
     return summary
 
 
+def _write_run_file(cfg: TrainConfig, name: str, text: str) -> str:
+    """Write ``text`` to ``<storage_path>/<run_name>/<name>`` (local folder or s3://)."""
+    storage_path, fs = storage_for(cfg.storage_path)
+    if fs is None and not cfg.storage_path.startswith("s3://"):
+        path = Path(storage_path) / cfg.run_name / name
+        path.write_text(text)
+        return str(path)
+    from pyarrow import fs as pafs
+
+    if fs is None:
+        fs, storage_path = pafs.FileSystem.from_uri(cfg.storage_path)
+    path = f"{storage_path.rstrip('/')}/{cfg.run_name}/{name}"
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+    return path
+
+
 def final_table(summary: dict[str, Any]) -> str:
-    """A short text table of the last training and validation numbers."""
+    """Text table: last training numbers, then the last validation of model vs bicubic."""
     m = summary.get("metrics", {})
-    keys = ["step", "total", "mse", "fft", "ndvi", "val_total", "val_psnr_rgb", "val_psnr_ir", "samples_per_s"]
-    rows = [f"{k:>14}  {m[k]:.4f}" if isinstance(m.get(k), float) else f"{k:>14}  {m.get(k)}" for k in keys if k in m]
-    head = f"run {summary['run_name']}  checkpoint {summary.get('checkpoint', '-')}"
-    return "\n".join([head, *rows])
+    lines = [f"run {summary['run_name']}  checkpoint {summary.get('checkpoint', '-')}",
+             f"(re)starts at steps {summary.get('starts', [])}"]
+    for k in ("step", "total", "mse", "fft", "ndvi", "samples_per_s"):
+        if k in m:
+            lines.append(f"{k:>14}  {m[k]:.4f}" if isinstance(m[k], float) else f"{k:>14}  {m[k]}")
+    val = [r for r in summary.get("history", []) if "val_psnr_rgb" in r]
+    if val:
+        r = val[-1]
+        lines.append(f"validation at step {r['step']} (real L8-S2 pairs, never trained on):")
+        lines.append(f"{'metric':>10} {'model':>9} {'bicubic':>9}")
+        for k in ("psnr_rgb", "psnr_ir", "ssim_rgb", "ssim_ir", "ndvi_mse", "sam_deg"):
+            if f"val_{k}" in r:
+                lines.append(f"{k:>10} {r[f'val_{k}']:9.4f} {r.get(f'val_bicubic_{k}', float('nan')):9.4f}")
+    return "\n".join(lines)
+
+
+__all__ = ["build_trainer", "cluster_has_gpu", "final_table", "run_training", "storage_for"]
