@@ -296,6 +296,9 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
     plan = plan_map(cfg)
     for w in plan.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    if progress:  # what a user sees first: the chip plan and the dates
+        print(plan.stage.plan.summary(), flush=True)
+        print(f"{len(plan.times)} date(s): {', '.join(str(t) for t in plan.times)}", flush=True)
     _open_or_create(plan, storage_options)
     chips = plan.stage.plan
     nt = len(plan.times)
