@@ -135,3 +135,19 @@ def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
     yield s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env):
+    """A fresh empty bucket on the session's S3 server, env set for boto3/s3fs/GDAL.
+
+    Yields ``(url, storage_options, boto3 client)`` with url ``s3://<bucket>``.
+    """
+    import uuid
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_env.endpoint_url)
+    name = f"scratch-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    yield f"s3://{name}", {"endpoint_url": s3_env.endpoint_url}, client

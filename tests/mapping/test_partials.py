@@ -4,11 +4,6 @@ locally and on a loopback S3 server (moto_server subprocess)."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,48 +12,6 @@ from lssr_ray.errors import ChipSkipped, StoreError
 from lssr_ray.mapping import partials as P
 
 SR_SHAPE = (6, 48, 48)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_s3():
-    """A real S3 HTTP endpoint on loopback; yields (bucket url, storage_options)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    so = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-    try:
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        deadline = time.time() + 20
-        while True:
-            try:
-                client.create_bucket(Bucket="lssr-partials")
-                break
-            except Exception:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield "s3://lssr-partials", so, client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _sr(seed: int) -> np.ndarray:
@@ -165,15 +118,15 @@ def test_neighbourhood(tmp_path):
     assert P.parse_chip_id("r0012c0345") == (12, 345)
 
 
-def test_s3_commit_and_resume(moto_s3):
-    bucket, so, client = moto_s3
+def test_s3_commit_and_resume(s3_bucket):
+    bucket, so, client = s3_bucket
     store = f"{bucket}/run1/out.zarr"
     chips = [P.chip_id(2, c) for c in range(6)]
     with pytest.raises(RuntimeError):
         _run(store, chips, fail_on=chips[4], storage_options=so)
     assert P.done_chip_ids(store, storage_options=so) == set(chips[:4])
     assert _run(store, chips, storage_options=so) == chips[4:]
-    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="lssr-partials")["Contents"])
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket[len("s3://"):])["Contents"])
     assert keys == [f"run1/out.zarr/_partials/{c}.npz" for c in chips]  # no temp objects
     p = P.load_partial(store, chips[1], storage_options=so)
     np.testing.assert_array_equal(p.sr, _sr(1))

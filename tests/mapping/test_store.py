@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,58 +23,6 @@ TRANSFORM = from_origin(399960.0, 3700020.0, 10.0, 10.0)
 CHUNK = 36
 SHAPE = (2 * CHUNK, 3 * CHUNK)
 TIMES = ["2015-05-06", "2015-06-07"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_s3():
-    """A real S3 HTTP endpoint on loopback; yields (bucket url, storage_options)."""
-    exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing-key-id",
-        "AWS_SECRET_ACCESS_KEY": "testing-secret-value-123",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_S3_ENDPOINT": f"127.0.0.1:{port}",
-        "AWS_VIRTUAL_HOSTING": "FALSE",
-        "AWS_HTTPS": "NO",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import boto3
-
-        deadline = time.time() + 20
-        while True:
-            try:
-                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lssr-test")
-                break
-            except Exception:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield "s3://lssr-test", {"endpoint_url": endpoint}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _chunk_data(seed: int, shape=(6, CHUNK, CHUNK)) -> np.ndarray:
@@ -240,8 +184,8 @@ def test_stale_lock_taken_over(tmp_path):
         dead.heartbeat()  # the dead run, if it wakes up, learns it lost the lock
 
 
-def test_s3_store_roundtrip_and_lock(moto_s3):
-    bucket, so = moto_s3
+def test_s3_store_roundtrip_and_lock(s3_bucket):
+    bucket, so, _ = s3_bucket
     url = f"{bucket}/maps/out.zarr"
     _make(url, storage_options=so)
     a = _chunk_data(5)
@@ -256,7 +200,7 @@ def test_s3_store_roundtrip_and_lock(moto_s3):
         ds["reflectance"].isel(time=1, y=slice(CHUNK, 2 * CHUNK), x=slice(CHUNK, 2 * CHUNK)).values
     )
     assert np.nanmax(np.abs(got - a)) <= 0.5e-4 + 1e-7
-    assert S.gdal_path(url).startswith('ZARR:"/vsis3/lssr-test/maps/out.zarr"')
+    assert S.gdal_path(url).startswith(f'ZARR:"/vsis3/{bucket[len("s3://"):]}/maps/out.zarr"')
     gdal_env = rasterio.Env(
         AWS_S3_ENDPOINT=os.environ["AWS_S3_ENDPOINT"], AWS_VIRTUAL_HOSTING="FALSE", AWS_HTTPS="NO"
     )
@@ -281,12 +225,12 @@ def _race(url, storage_options=None, n=6):
         return [r for r in pool.map(attempt, range(n)) if r]
 
 
-def test_lock_race_has_one_winner(tmp_path, moto_s3):
+def test_lock_race_has_one_winner(tmp_path, s3_bucket):
     url = str(tmp_path / "out.zarr")
     _make(url)
     winners = _race(url)
     assert len(winners) == 1 and S.StoreLock(url).read()["run_id"] == winners[0]
-    bucket, so = moto_s3
+    bucket, so, _ = s3_bucket
     s3_url = f"{bucket}/race/out.zarr"
     winners = _race(s3_url, so)
     assert len(winners) == 1
