@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNGs")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--ray-address", help="Ray cluster address (default: auto inside `ray job submit`, else local)")
+    ap.add_argument("--classifier", default=None,
+                    help="crop-type classifier folder for the final crop_type stage (default "
+                         "models/croptype-lgbm if present; 'none' skips the stage)")
     ap.add_argument("--summary-json", help="also write the final summary as JSON here")
     ap.add_argument("--stage", default="map", choices=["map", "data"],
                     help="map: the full job; data: only the aligned input cube (no model)")
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             base=a.base, engine=a.engine, dates=a.dates, chip_size=a.chip_size, overlap=a.overlap,
             batch_size=a.batch_size, num_actors=a.actors, actor_cpus=a.actor_cpus, read_cpus=a.read_cpus,
             block=a.block, resume=a.resume, overwrite=a.overwrite, quicklook=not a.no_quicklook,
-            ray_address=a.ray_address,
+            ray_address=a.ray_address, classifier=a.classifier,
         )
         import ray
 
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             if ray.is_initialized():
                 ray.shutdown()
     print(summary.text())
+    ct = getattr(summary, "crop_type", None)
+    if ct is not None:
+        print(f"crop_type  {ct.classified_px} px classified (season {ct.season_start}); "
+              f"areas {ct.area_csv}; map {ct.png}")
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary.to_dict(), indent=1, default=str))
     return 0

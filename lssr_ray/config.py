@@ -227,6 +227,9 @@ class MapConfig:
     ray_address: str | None = None
     """Ray cluster address; default ``auto`` when ``RAY_ADDRESS`` is set (inside ``ray job
     submit``), else a local Ray started with this machine's CPUs."""
+    classifier: str | None = None
+    """Crop-type classifier folder for the final crop_type stage; default the bundled
+    ``models/croptype-lgbm`` when present; ``"none"`` skips the stage (noted in the store)."""
 
     def __post_init__(self) -> None:
         if self.engine not in ("auto", "torch", "onnxruntime", "tensorrt"):

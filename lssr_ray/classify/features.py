@@ -32,10 +32,12 @@ from lssr_ray.errors import ConfigError, MissingDataError
 __all__ = [
     "FEATURE_BANDS",
     "SOURCES",
+    "LSSRSuperResolver",
     "PatchSeries",
     "available_sources",
     "load_patch_series",
     "lowres_cells",
+    "lssr_sr_for_patch",
     "ndvi",
     "pixel_matrix",
     "season_features",
@@ -283,6 +285,101 @@ def _lssr(series: PatchSeries, sr: SRCallable) -> PatchSeries:
         raise ConfigError(f"the super-resolution callable returned {out.shape}; expected {want}")
     return PatchSeries(out[:, :, pr : pr + h, pc : pc + w].copy(), series.dates, series.crs,
                        series.transform, "lssr")
+
+
+class LSSRSuperResolver:
+    """An :data:`SRCallable` running :class:`lssr_ray.model.lssr.LSSRPipeline` on 30 m cells.
+
+    ``cells`` (T, 6, h, w) float32 reflectance (NaN = cloud/nodata) are padded with NaN at the
+    bottom/right to (T, 6, h', w') with h', w' multiples of 8 (so that the 10 m edge 3h' is a
+    multiple of 8, as the VAE needs), sent through the pipeline as T chips in batches of
+    ``batch_size`` and cropped back to (T, 6, 3h, 3w); outputs are NaN on the 3x3 children of
+    invalid cells (the pipeline's postprocess). ``months`` (T,) 1..12 per observation;
+    ``dem`` optional (3h', 3w') metres on the padded 10 m grid (NaN missing); land cover and
+    SAR are sent as absent (present = 0).
+    """
+
+    def __init__(self, pipeline: Any, months: Sequence[int], *, dem: np.ndarray | None = None,
+                 batch_size: int = 4) -> None:
+        self.pipeline = pipeline
+        self.months = np.asarray(months, np.int64)
+        self.dem = None if dem is None else np.asarray(dem, np.float32)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+
+    def __call__(self, cells: np.ndarray) -> np.ndarray:
+        cells = np.asarray(cells, np.float32)
+        if cells.ndim != 4 or cells.shape[1] != len(OUTPUT_BANDS) or cells.shape[0] != len(self.months):
+            raise ConfigError(f"cells must be (T={len(self.months)}, 6, h, w), got {cells.shape}")
+        t, b, h, w = cells.shape
+        hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+        pad = np.full((t, b, hp, wp), np.nan, np.float32)
+        pad[:, :, :h, :w] = cells
+        dem = None
+        if self.dem is not None:
+            if self.dem.shape != (3 * hp, 3 * wp):
+                raise ConfigError(f"dem must be ({3 * hp}, {3 * wp}) on the padded 10 m grid, got {self.dem.shape}")
+            dem = self.dem
+        out = np.full((t, b, 3 * hp, 3 * wp), np.nan, np.float32)
+        for s in range(0, t, self.batch_size):
+            n = min(self.batch_size, t - s)
+            batch: dict[str, Any] = {
+                "chip_id": np.asarray([f"t{s + i:04d}" for i in range(n)]),
+                "lr": pad[s : s + n],
+                "month": self.months[s : s + n],
+                "present": np.tile(np.asarray([[float(dem is not None), 0.0, 0.0]], np.float32), (n, 1)),
+            }
+            if dem is not None:
+                batch["dem"] = np.broadcast_to(dem, (n, 1, *dem.shape)).copy()
+            out[s : s + n] = self.pipeline(batch)["sr"]
+        return out[:, :, : 3 * h, : 3 * w]
+
+
+def lssr_sr_for_patch(
+    patch_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    base: str | Path | None = None,
+    batch_size: int = 4,
+) -> LSSRSuperResolver:
+    """The ``lssr`` source's callable for one WorldCereal patch: LSSR from ``checkpoint``
+    (default ``models/lssr-adapters-cpu``) on ``base`` (default ``models/small-sd-base``), the month of
+    each Landsat-8 date, and the patch's ``dem_*.tif`` (metres, bilinear onto the padded 10 m
+    cell grid) when present. Land cover and SAR are absent (present = 0): the patch has no
+    land-cover layer and its Sentinel-1 dates differ from the Landsat dates.
+    """
+    from affine import Affine
+
+    from lssr_ray.config import REPO_ROOT
+    from lssr_ray.model.lssr import LSSRPipeline
+
+    p = Path(patch_dir)
+    ckpt = Path(checkpoint) if checkpoint else REPO_ROOT / "models" / "lssr-adapters-cpu"
+    if not (ckpt / "lssr_config.json").is_file():
+        raise MissingDataError(
+            f"LSSR checkpoint {ckpt} not found (no lssr_config.json); train one with "
+            "`python jobs/train.py --config configs/train_cpu.yaml` or pass another checkpoint"
+        )
+    nn = _landsat_nn(p)
+    cells, t30, _ = lowres_cells(nn)
+    months = nn.dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    _, _, h, w = cells.shape
+    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+    dem = None
+    dem_file = _find(p, "dem_*.tif")
+    if dem_file is not None:
+        import rasterio
+        from rasterio.warp import Resampling, reproject
+
+        dem = np.full((3 * hp, 3 * wp), np.nan, np.float32)
+        with rasterio.open(dem_file) as src:
+            reproject(rasterio.band(src, 1), dem, dst_transform=t30 * Affine.scale(1 / 3), dst_crs=nn.crs,
+                      dst_nodata=np.nan, resampling=Resampling.bilinear)
+        if not np.isfinite(dem).any():
+            dem = None
+    pipe = LSSRPipeline.from_pretrained(ckpt, base=str(base or REPO_ROOT / "models" / "small-sd-base"))
+    return LSSRSuperResolver(pipe, months, dem=dem, batch_size=batch_size)
 
 
 def available_sources(patch_dir: str | Path, *, sr: SRCallable | None = None) -> list[str]:

@@ -279,8 +279,74 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="chip", disable=not enabled, file=sys.stderr, mininterval=1.0)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def refuse_live_lock(plan: MapPlan, storage_options: Mapping[str, Any] | None = None) -> None:
+    """:class:`StoreLockedError` if another live run holds the store's lock.
+
+    Checked before the store is opened, created or overwritten, so a second run never
+    re-initialises or deletes a running run's store. A lock of another run id is honoured until it
+    is stale; a lock of the *same* run id (same settings) is refused only while its process is
+    alive on this host, so a killed run is still resumed at once. (Same-id holders on another
+    host cannot be checked and are taken over, as before.)
+    """
+    import socket
+
+    from lssr_ray.errors import StoreLockedError
+    from lssr_ray.mapping.store import StoreLock
+
+    lock = StoreLock(plan.store, plan.run_id, storage_options=dict(storage_options or {}))
+    rec = lock.read()
+    if rec is None:
+        return
+    age = time.time() - float(rec.get("heartbeat", 0))
+    rid, pid, host = rec.get("run_id"), int(rec.get("pid", -1)), rec.get("host")
+    if rid != plan.run_id and age <= lock.stale_after_s:
+        raise StoreLockedError(
+            f"store {plan.store} is locked by run {rid!r} (host {host}, pid {pid}, heartbeat {age:.0f} s ago); "
+            f"wait for it to finish, use another --out, or take it over after {lock.stale_after_s:.0f} s "
+            "without a heartbeat")
+    if rid == plan.run_id and host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+        raise StoreLockedError(
+            f"store {plan.store} is being written by run {rid!r} with the same settings (pid {pid} on this "
+            "host, still running); wait for it to finish or stop it, then rerun to resume")
+
+
 def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
             on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
+    """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary` (see :func:`_run_map`).
+
+    A failure while an ``s3://`` catalog or store endpoint is down is raised as
+    :class:`~lssr_ray.errors.StorageUnreachableError` naming the endpoint (the original error
+    chained), not as the storage client's or Ray's own exception.
+    """
+    from lssr_ray.errors import StorageUnreachableError
+
+    try:
+        return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit)
+    except StorageUnreachableError:
+        raise
+    except Exception as exc:
+        if _is_s3(cfg.catalog) or _is_s3(cfg.out):
+            try:
+                check_s3(cfg.catalog, cfg.out)
+            except StorageUnreachableError as down:
+                raise StorageUnreachableError(
+                    f"{down} (the run stopped with {type(exc).__name__}; committed chips are kept: "
+                    "rerun with --resume when the endpoint is back)") from exc
+        raise
+
+
+def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
+             on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
     """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary`.
 
     Ray is started (or joined) if it is not running yet and left running for the caller
@@ -294,11 +360,15 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
     t0 = time.perf_counter()
     storage_options = dict(storage_options or {})  # the store helpers want a dict for s3:// (not None)
     plan = plan_map(cfg)
+    from lssr_ray.mapping.classify_stage import classify_store, resolve_classifier
+
+    clf_dir, clf_note = resolve_classifier(cfg.classifier)  # a bad folder fails before any work
     for w in plan.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
     if progress:  # what a user sees first: the chip plan and the dates
         print(plan.stage.plan.summary(), flush=True)
         print(f"{len(plan.times)} date(s): {', '.join(str(t) for t in plan.times)}", flush=True)
+    refuse_live_lock(plan, storage_options)  # before the store is created or overwritten
     _open_or_create(plan, storage_options)
     chips = plan.stage.plan
     nt = len(plan.times)
@@ -395,6 +465,13 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
 
             summary.quicklooks = write_quicklooks(plan.store, chips.grid, plan.granules_by_time,
                                                   labels=plan.labels, storage_options=storage_options)
+        if clf_dir is None:
+            print(f"NOTE: {clf_note}", file=sys.stderr)
+            finalize_store(plan.store, attrs={"crop_type_note": clf_note}, storage_options=storage_options)
+            summary.crop_type = None  # type: ignore[attr-defined]
+        else:  # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
+            summary.crop_type = classify_store(plan.store, clf_dir,  # type: ignore[attr-defined]
+                                               storage_options=storage_options)
     summary.wall_s = time.perf_counter() - t0
     return summary
 
@@ -448,6 +525,7 @@ __all__ = [
     "onnx_graph",
     "plan_map",
     "predictor_kwargs",
+    "refuse_live_lock",
     "run_identity",
     "run_map",
     "work_items",

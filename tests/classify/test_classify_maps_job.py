@@ -73,7 +73,8 @@ def _job():
 
 def test_job_compare_writes_table_models_and_json(tmp_path, capsys):
     job = _job()
-    rc = job.main(["--patch", str(FLANDERS_DIR), "--compare", "--out", str(tmp_path), "--rounds", "30"])
+    rc = job.main(["--patch", str(FLANDERS_DIR), "--compare", "--out", str(tmp_path), "--rounds", "30",
+                   "--lssr-checkpoint", "none"])  # the lssr source is tested in test_lssr_source.py
     assert rc == 0
     out = capsys.readouterr().out
     assert "| s2 |" in out and "| nearest30 |" in out and "| bicubic |" in out
@@ -91,7 +92,8 @@ def test_job_compare_writes_table_models_and_json(tmp_path, capsys):
 
 
 def test_job_lssr_without_model_names_sources(tmp_path, capsys):
-    rc = _job().main(["--patch", str(FLANDERS_DIR), "--source", "lssr", "--out", str(tmp_path)])
+    rc = _job().main(["--patch", str(FLANDERS_DIR), "--source", "lssr", "--out", str(tmp_path),
+                      "--lssr-checkpoint", "none"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "lssr" in err and "'s2', 'nearest30', 'bicubic'" in err

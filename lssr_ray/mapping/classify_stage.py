@@ -1,0 +1,229 @@
+"""The last stage of map_region: classify the super-resolved store into a ``crop_type`` layer.
+
+After the store is finalized, every output chunk's pixel time series (the store's
+``reflectance`` over its whole time axis, NaN where ``valid == 0``) becomes season features
+(:func:`lssr_ray.classify.features.season_features`, the same function and settings the
+bundled classifier was trained with), a LightGBM :class:`~lssr_ray.classify.model.CropClassifier`
+predicts WorldCereal crop-type codes, and the result is written into the same Zarr:
+
+    crop_type   uint16 (y, x) on the reflectance grid, chunks (C, C), CF ``grid_mapping``
+                ``spatial_ref``; 0 = nodata (no valid input on any date); attribute
+                ``class_table`` = JSON ``{"codes": [...], "names": [...], "nodata": 0}``
+
+with one chunk-aligned region write per chunk, then the metadata is consolidated again.
+Next to the store (``<store without .zarr>_croptype/``): ``crop_area_ha.csv`` (per-class
+pixels and hectares, :func:`lssr_ray.classify.maps.write_area_csv`) and ``crop_type.png``
+(map with legend). GDAL opens the layer as ``ZARR:"<store>":/crop_type``.
+
+Season: the classifier's ``meta["features"]`` records ``n_months`` and ``quantiles``; the
+season is the ``n_months`` calendar months ending with the store's last date (the rule
+``jobs/train_classifier.py`` uses), so a store of another year still fills the monthly slots.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lssr_ray.config import REPO_ROOT
+from lssr_ray.errors import ConfigError, MissingDataError
+
+__all__ = [
+    "CROP_TYPE_VAR",
+    "DEFAULT_CLASSIFIER",
+    "FEATURE_SETTINGS",
+    "ClassifyResult",
+    "classify_store",
+    "resolve_classifier",
+    "season_start_for",
+    "store_features",
+]
+
+CROP_TYPE_VAR = "crop_type"
+"""Name of the uint16 crop-type layer (y, x) in the store."""
+DEFAULT_CLASSIFIER = REPO_ROOT / "models" / "croptype-lgbm"
+"""Bundled classifier folder (trained by ``jobs/train_classifier.py --store ...``)."""
+FEATURE_SETTINGS: dict[str, Any] = {"n_months": 12, "quantiles": [0.1, 0.5, 0.9]}
+"""Default season-feature settings (a model's ``meta["features"]`` overrides them)."""
+
+
+@dataclass
+class ClassifyResult:
+    """What :func:`classify_store` wrote."""
+
+    store: str
+    """The store (now holding ``crop_type``)."""
+    classifier: str
+    """Classifier folder used."""
+    season_start: str
+    """First month of the season, ``YYYY-MM``."""
+    area_csv: str
+    """Per-class area CSV (hectares)."""
+    png: str
+    """Map PNG with legend."""
+    classified_px: int = 0
+    """Pixels given a class (non-zero crop_type)."""
+    classes: dict[str, int] = field(default_factory=dict)
+    """Pixels per class name."""
+
+
+def resolve_classifier(option: str | None) -> tuple[str | None, str | None]:
+    """``--classifier`` value -> (folder or None, note or None).
+
+    ``None``: the bundled :data:`DEFAULT_CLASSIFIER` if present, else skip with a note;
+    ``"none"``: skip with a note; a folder: must hold a saved classifier (``model.txt``).
+    """
+    if option is not None and str(option).lower() == "none":
+        return None, "crop_type stage skipped: --classifier none"
+    if option is None:
+        if (DEFAULT_CLASSIFIER / "model.txt").is_file():
+            return str(DEFAULT_CLASSIFIER), None
+        return None, f"crop_type stage skipped: no bundled classifier at {DEFAULT_CLASSIFIER}"
+    if not (Path(option) / "model.txt").is_file():
+        raise MissingDataError(
+            f"classifier folder {option} not found (no model.txt); train one with "
+            "`python jobs/train_classifier.py --store STORE --patch PATCH --save-model DIR`, "
+            f"use the bundled {DEFAULT_CLASSIFIER}, or pass 'none' to skip the crop_type stage"
+        )
+    return str(option), None
+
+
+def season_start_for(times: np.ndarray, n_months: int) -> str:
+    """``YYYY-MM`` of the season of ``n_months`` months ending with the month of the last date."""
+    last = np.asarray(times, "datetime64[ns]").max().astype("datetime64[M]")
+    return str(last - np.timedelta64(int(n_months) - 1, "M"))
+
+
+def store_features(
+    ds: Any,
+    *,
+    rows: slice = slice(None),
+    cols: slice = slice(None),
+    season_start: str,
+    n_months: int = 12,
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Season features of a window of an opened store (:func:`lssr_ray.mapping.store.open_store`).
+
+    Reads ``reflectance`` (T, 6, h, w) and ``valid`` (T, h, w) of pixel rows/cols ``rows``,
+    ``cols``, sets reflectance to NaN where ``valid == 0`` and returns ``(features (F, h, w)
+    float32, names, any_valid (h, w) bool)``.
+    """
+    from lssr_ray.classify.features import season_features
+
+    refl = np.asarray(ds["reflectance"].isel(y=rows, x=cols).values, np.float32)
+    valid = np.asarray(ds["valid"].isel(y=rows, x=cols).values).astype(bool)
+    refl[~np.broadcast_to(valid[:, None], refl.shape)] = np.nan
+    feats, names = season_features(refl, ds["time"].values, season_start=season_start, n_months=n_months,
+                                   quantiles=tuple(quantiles))
+    return feats, names, valid.any(axis=0)
+
+
+def _put(local: Path, url: str, storage_options: Mapping[str, Any] | None) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(str(local), path)
+
+
+def classify_store(
+    url: str,
+    classifier: str | Path,
+    *,
+    out: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ClassifyResult:
+    """Write ``crop_type`` into the finished store ``url`` and the area CSV + map PNG.
+
+    Args:
+        url: finalized store (local path or ``s3://``), reflectance (time, band, y, x).
+        classifier: a :meth:`CropClassifier.save` folder whose features are season features.
+        out: folder for ``crop_area_ha.csv`` and ``crop_type.png`` (default
+            ``<store without .zarr>_croptype``, local or ``s3://``).
+
+    Pixels with no valid observation on any date stay 0 (nodata). Raises
+    :class:`~lssr_ray.errors.ConfigError` if the classifier expects other features.
+    """
+    with warnings.catch_warnings():
+        # _partials/ and _lock.json are ours, not Zarr nodes; zarr warns and skips them
+        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
+        return _classify(url, classifier, out, dict(storage_options or {}))
+
+
+def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, Any]) -> ClassifyResult:
+    import dask.array as da
+    import xarray as xr
+
+    from lssr_ray.classify.maps import plot_crop_map, write_area_csv
+    from lssr_ray.classify.model import CropClassifier
+    from lssr_ray.mapping.store import _region_write, finalize_store, open_store, read_layout
+
+    clf = CropClassifier.load(classifier)
+    fset = {**FEATURE_SETTINGS, **clf.meta.get("features", {})}
+    n_months, quantiles = int(fset["n_months"]), tuple(float(q) for q in fset["quantiles"])
+    lay = read_layout(url, storage_options=so)
+    ds = open_store(url, storage_options=so)
+    season = season_start_for(ds["time"].values, n_months)
+    (h, w), c = lay.shape, lay.chunk
+    attrs = {
+        "long_name": "crop type (WorldCereal code), 0 = no valid input", "units": "1",
+        "flag_values": [int(v) for v in clf.table.codes],
+        "flag_meanings": " ".join(n.replace(" ", "_") for n in clf.table.names),
+        "class_table": json.dumps(clf.table.to_dict(), ensure_ascii=False), "nodata": 0,
+    }
+    import zarr
+
+    from lssr_ray.mapping.store import _zarr_store
+
+    if CROP_TYPE_VAR not in ds:
+        # xarray's append replaces the group attributes with the (empty) template's: keep them
+        root_attrs = dict(zarr.open_group(_zarr_store(url, so), mode="r", zarr_format=2).attrs)
+        tmpl = xr.Dataset({CROP_TYPE_VAR: (("y", "x"), da.zeros((h, w), dtype="uint16", chunks=(c, c)))})
+        tmpl[CROP_TYPE_VAR].attrs.update(attrs)
+        # no _FillValue (kept uint16 when decoded); every chunk is written below, 0 = nodata
+        enc = {CROP_TYPE_VAR: {"_FillValue": None, "chunks": (c, c), "grid_mapping": "spatial_ref"}}
+        tmpl.to_zarr(str(url), mode="a", compute=False, zarr_format=2, consolidated=False, encoding=enc,
+                     storage_options=so if "://" in str(url) else None)
+        zarr.open_group(_zarr_store(url, so), mode="r+", zarr_format=2).attrs.update(root_attrs)
+    else:  # a rerun (resume) may use another classifier: its class table replaces the old one
+        zarr.open_group(_zarr_store(url, so), mode="r+", zarr_format=2)[CROP_TYPE_VAR].attrs.update(attrs)
+    full = np.zeros((h, w), np.uint16)
+    for r0 in range(0, h, c):
+        for c0 in range(0, w, c):
+            rs, cs = slice(r0, min(r0 + c, h)), slice(c0, min(c0 + c, w))
+            ct = np.zeros((rs.stop - r0, cs.stop - c0), np.uint16)
+            if int(ds["valid"].isel(y=rs, x=cs).max()) > 0:
+                feats, names, any_valid = store_features(ds, rows=rs, cols=cs, season_start=season,
+                                                         n_months=n_months, quantiles=quantiles)
+                if names != clf.feature_names:
+                    raise ConfigError(
+                        f"classifier {classifier} expects {len(clf.feature_names)} features "
+                        f"({clf.feature_names[:3]}...), the store gives {len(names)} ({names[:3]}...); "
+                        "retrain it on store features with jobs/train_classifier.py --store"
+                    )
+                ct = clf.predict_map(feats, valid=any_valid)
+            full[rs, cs] = ct
+            _region_write(xr.Dataset({CROP_TYPE_VAR: (("y", "x"), ct)}), str(url),
+                          {"y": rs, "x": cs}, so)
+    transform, crs = ds.rio.transform(), ds.rio.crs
+    classes = {clf.table.name(int(k)): int(n) for k, n in zip(*np.unique(full, return_counts=True)) if k}
+    finalize_store(url, attrs={"crop_type_classifier": str(classifier), "crop_type_season_start": season,
+                               "crop_type_classes": classes}, storage_options=so)
+    out = out or str(url).rstrip("/").removesuffix(".zarr") + "_croptype"
+    csv_url, png_url = f"{out.rstrip('/')}/crop_area_ha.csv", f"{out.rstrip('/')}/crop_type.png"
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_p = write_area_csv(Path(tmp) / "crop_area_ha.csv", full, transform, table=clf.table, crs=crs)
+        png_p = plot_crop_map(Path(tmp) / "crop_type.png", full, table=clf.table, transform=transform,
+                              title=f"crop type, season {season} + {n_months} months")
+        _put(csv_p, csv_url, so)
+        _put(png_p, png_url, so)
+    return ClassifyResult(store=str(url), classifier=str(classifier), season_start=season, area_csv=csv_url,
+                          png=png_url, classified_px=int((full > 0).sum()), classes=classes)

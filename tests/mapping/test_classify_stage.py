@@ -1,0 +1,131 @@
+"""The crop_type stage of map_region on a tiny real run (2 x 2 Alabama chips, one date).
+
+The classifier is the bundled Flanders model (models/croptype-lgbm): its classes mean little in
+Alabama, but the stage's mechanics (grid, chunk placement, nodata, areas) do not depend on that.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from lssr_ray.config import MapConfig
+from lssr_ray.mapping.classify_stage import DEFAULT_CLASSIFIER
+
+ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres, 2 x 2 chips (as test_pipeline)
+
+
+def write_utm_aoi(path, bounds, crs="EPSG:32616"):
+    """A lon/lat GeoJSON Feature of a UTM box."""
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import box, mapping
+
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    geom = shapely.transform(box(*bounds), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    path.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": mapping(geom)}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import ray
+
+    from lssr_ray.mapping.pipeline import run_map
+
+    tmp = tmp_path_factory.mktemp("ct")
+    cfg = MapConfig(aoi=write_utm_aoi(tmp / "al4.geojson", ALABAMA_BOX), out=str(tmp / "al4.zarr"),
+                    dates="clearest", quicklook=False, classifier=str(DEFAULT_CLASSIFIER))
+    try:
+        yield cfg, run_map(cfg, progress=False)
+    finally:
+        ray.shutdown()
+
+
+def test_crop_type_layer_is_georeferenced_like_reflectance(run):
+    import rasterio
+
+    from lssr_ray.mapping.store import gdal_path, open_store
+
+    cfg, summary = run
+    ds = open_store(cfg.out)
+    ct = ds["crop_type"]
+    assert ct.dims == ("y", "x") and ct.dtype == np.uint16 and ct.shape == (336, 336)
+    assert ct.encoding["chunks"] == (168, 168) and ct.encoding["grid_mapping"] == "spatial_ref"
+    table = json.loads(ct.attrs["class_table"])
+    assert table == json.loads((DEFAULT_CLASSIFIER / "classes.json").read_text())
+    with rasterio.open(gdal_path(cfg.out, "crop_type")) as src, rasterio.open(gdal_path(cfg.out)) as ref:
+        assert src.crs == ref.crs and src.crs.to_epsg() == 32616
+        assert tuple(src.transform)[:6] == pytest.approx(tuple(ref.transform)[:6])
+        assert src.shape == ref.shape == (336, 336) and src.count == 1 and src.dtypes[0] == "uint16"
+        np.testing.assert_array_equal(src.read(1), ct.values)
+    assert summary.crop_type.classified_px == int((ct.values > 0).sum())
+    # the stage adds to the store: the run's own attributes survive it
+    assert ds.attrs["completed"] is True and ds.attrs["chip_dates_ok"] == 4
+    assert ds.attrs["source_granules"] == ["HLS.L30.T16RDV.2015216T161921.v2.0"]
+    assert ds.attrs["crop_type_season_start"] == summary.crop_type.season_start
+
+
+def test_nodata_where_no_valid_input_and_classes_elsewhere(run):
+    from lssr_ray.mapping.store import open_store
+
+    cfg, _ = run
+    ds = open_store(cfg.out)
+    ct = ds["crop_type"].values
+    any_valid = ds["valid"].values.astype(bool).any(axis=0)
+    assert 0.3 < any_valid.mean() < 1.0  # partly cloudy: both cases occur
+    assert (ct[~any_valid] == 0).all()
+    codes = set(json.loads(ds["crop_type"].attrs["class_table"])["codes"])
+    assert (ct[any_valid] > 0).all() and set(np.unique(ct[any_valid]).tolist()) <= codes
+
+
+def test_chunks_hold_their_own_pixels(run):
+    """Pixels sampled from all four chunks, classified from the whole store at once (another
+    read path, no chunking) must equal the chunk-wise written layer."""
+    from lssr_ray.classify.features import season_features
+    from lssr_ray.classify.model import CropClassifier
+    from lssr_ray.mapping.store import open_store
+
+    cfg, summary = run
+    ds = open_store(cfg.out)
+    refl = ds["reflectance"].values.astype(np.float32)
+    refl[~np.broadcast_to(ds["valid"].values.astype(bool)[:, None], refl.shape)] = np.nan
+    rng = np.random.default_rng(0)
+    rr, cc = rng.integers(0, 336, 400), rng.integers(0, 336, 400)
+    feats, _ = season_features(refl[:, :, rr, cc][..., None], ds["time"].values,
+                               season_start=summary.crop_type.season_start)
+    want = CropClassifier.load(DEFAULT_CLASSIFIER).predict(feats[:, :, 0].T)
+    np.testing.assert_array_equal(ds["crop_type"].values[rr, cc], want)
+
+
+def test_area_csv_and_png(run):
+    import matplotlib.image as mpimg
+
+    from lssr_ray.mapping.store import open_store
+
+    cfg, summary = run
+    ct = open_store(cfg.out)["crop_type"].values
+    with open(summary.crop_type.area_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    classes = [r for r in rows if r["code"] != "0"]
+    codes, counts = np.unique(ct[ct > 0], return_counts=True)
+    assert {int(r["code"]): int(r["pixels"]) for r in classes} == dict(zip(codes.tolist(), counts.tolist()))
+    # 10 m pixels: 100 m2 = 0.01 ha each
+    assert sum(float(r["area_ha"]) for r in classes) == pytest.approx((ct > 0).sum() * 0.01, abs=1e-3)
+    (nd,) = [r for r in rows if r["code"] == "0"]
+    assert int(nd["pixels"]) == int((ct == 0).sum())
+    img = mpimg.imread(summary.crop_type.png)
+    assert img.ndim == 3 and min(img.shape[:2]) > 200
+
+
+def test_classifier_option():
+    from lssr_ray.errors import MissingDataError
+    from lssr_ray.mapping.classify_stage import resolve_classifier
+
+    assert resolve_classifier("none")[0] is None and "skipped" in resolve_classifier("none")[1]
+    assert resolve_classifier(None) == (str(DEFAULT_CLASSIFIER), None)
+    with pytest.raises(MissingDataError, match="no model.txt"):
+        resolve_classifier("/nonexistent/clf")
