@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chip-size", type=int, default=16,
                    help="chip edge in 30 m cells; stored 20-cell chips are centre-cropped (16) or padded (24)")
     p.add_argument("--base", help="frozen base folder/URI (default: the one recorded in the checkpoint)")
+    p.add_argument("--baseline-cnn", default="auto",
+                   help="residual-CNN baseline folder to add as a column; 'auto' (default): models/baseline-cnn "
+                        "if present; 'none': no column")
     return p.parse_args(argv)
 
 
@@ -35,11 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from lssr_ray.train.evaluate import evaluate_data, format_table
 
+    cnn = args.baseline_cnn
+    if cnn == "auto":
+        from lssr_ray.config import REPO_ROOT
+
+        cnn = REPO_ROOT / "models" / "baseline-cnn"
+        cnn = cnn if (cnn / "config.json").is_file() else None
+    elif cnn == "none":
+        cnn = None
     out = Path(args.out)
     png = Path(args.png_dir) if args.png_dir else out.parent / "png"
     t0 = time.perf_counter()
     res = evaluate_data(args.data, args.checkpoint, out=out, png_dir=png, chip_size=args.chip_size,
-                        max_png=args.max_png, base=args.base)
+                        max_png=args.max_png, base=args.base, baseline_cnn=cnn)
     print(f"data {args.data}  checkpoint {args.checkpoint}")
     if res["skipped"]:
         print(f"skipped {len(res['skipped'])} items (not evaluable):")

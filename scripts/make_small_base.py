@@ -15,6 +15,11 @@ Training images (3-band, scaled with lssr_ray.model.normalize, rgb and ir groups
 
 Usage: python scripts/make_small_base.py [--out models/small-sd-base] [--vae-steps 300]
 Deterministic for a given torch build and thread count (seed 0).
+
+``--preset v2`` (models/small-sd-base-v2): a VAE that keeps 10 m detail (downsampling x2, no
+mid-block attention, 4 latent channels) and a UNet whose attention sits on its coarser level only;
+``--holdout-dates`` drops Flanders scenes within 1 day of those dates (the Sentinel-2 targets of
+the real L8-S2 evaluation pairs) from pretraining. The default preset ``small`` is unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +34,37 @@ import numpy as np
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 
-def _flanders() -> list[np.ndarray]:
+#: Configs of ``--preset v2``: VAE x2 (block_out_channels of length 2), 4 latent channels.
+V2_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "block_out_channels": (16, 32),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "sample_size": 192,
+    "mid_block_add_attention": False,  # 96 x 96 latent tokens: full attention costs seconds per chip
+}
+#: Latent 96 x 96 for a 192 x 192 chip; attention only on the 48 x 48 level.
+V2_UNET_CONFIG = {
+    "sample_size": 96,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+#: Sentinel-2 dates of the 5 real L8-S2 pairs in data/pairs (their Flanders scenes are held out).
+REAL_PAIR_S2_DATES = ("2018-06-30", "2018-07-18", "2018-07-23", "2018-08-02", "2018-10-21")
+
+
+def _flanders(holdout_dates: tuple[str, ...] = ()) -> list[np.ndarray]:
     import xarray as xr
 
     d = SAMPLES / "worldcereal_flanders_31UDS_2018"
@@ -41,6 +76,12 @@ def _flanders() -> list[np.ndarray]:
     up = lambda a: a.repeat(2, axis=-2).repeat(2, axis=-1)
     rgb = np.stack([s10[b].values for b in ("B04", "B03", "B02")], 1)
     ir = np.stack([up(s20[b].values) for b in ("B8A", "B11", "B12")], 1)
+    day = s10["timestamp"].values.astype("datetime64[D]")
+    if holdout_dates:
+        hd = np.array(holdout_dates, dtype="datetime64[D]")
+        near = (np.abs((day[:, None] - hd[None]).astype(int)) <= 1).any(1)
+        print(f"flanders: {int((clear & near).sum())} clear scenes held out ({', '.join(hd.astype(str).tolist())})")
+        clear = clear & ~near
     six = np.concatenate([rgb, ir], 1)[clear].astype(np.float32)
     six = np.where(six > 0, six * 1e-4, np.nan)
     return [x for x in six]
@@ -72,9 +113,10 @@ def _alabama() -> list[np.ndarray]:
     return [np.stack(out)]
 
 
-def load_images() -> list[np.ndarray]:
-    """All training scenes as (6, H, W) float32 reflectance, OUTPUT_BANDS order, NaN nodata."""
-    return _flanders() + _hesbaye() + _alabama()
+def load_images(holdout_dates: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """All training scenes as (6, H, W) float32 reflectance, OUTPUT_BANDS order, NaN nodata;
+    Flanders scenes within 1 day of ``holdout_dates`` (YYYY-MM-DD) are left out."""
+    return _flanders(holdout_dates) + _hesbaye() + _alabama()
 
 
 def sample_crops(scenes, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,6 +145,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "small-sd-base"))
     ap.add_argument("--vae-steps", type=int, default=300)
     ap.add_argument("--unet-steps", type=int, default=300)
+    ap.add_argument("--preset", choices=("small", "v2"), default="small",
+                    help="model configs: small (lssr_ray.model.base.SMALL_*_CONFIG) or v2 (x2 VAE, see above)")
+    ap.add_argument("--crop", type=int, default=64, help="training crop edge (10 m px)")
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--holdout-dates", default="",
+                    help="comma-separated YYYY-MM-DD Flanders dates to leave out, or 'real-pairs' for "
+                         "REAL_PAIR_S2_DATES (default: none)")
     args = ap.parse_args()
 
     import torch
@@ -118,17 +168,21 @@ def main() -> None:
         write_model_index,
     )
 
+    vae_cfg, unet_cfg = ((V2_VAE_CONFIG, V2_UNET_CONFIG) if args.preset == "v2"
+                         else (SMALL_VAE_CONFIG, SMALL_UNET_CONFIG))
+    hold = REAL_PAIR_S2_DATES if args.holdout_dates == "real-pairs" else tuple(
+        d.strip() for d in args.holdout_dates.split(",") if d.strip())
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(0)
-    scenes = load_images()
+    scenes = load_images(hold)
     print(f"{len(scenes)} scenes")
 
-    vae = AutoencoderKL(**SMALL_VAE_CONFIG)
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    vae = AutoencoderKL(**vae_cfg)
+    opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr)
     t0 = time.time()
     for step in range(args.vae_steps):
-        x = torch.from_numpy(sample_crops(scenes, 16, 64, rng))
+        x = torch.from_numpy(sample_crops(scenes, args.vae_batch, args.crop, rng))
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         kl = post.kl().mean() / x[0].numel()
@@ -140,21 +194,21 @@ def main() -> None:
             print(f"vae {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     vae.eval()
     with torch.no_grad():
-        x = torch.from_numpy(sample_crops(scenes, 64, 64, rng))
+        x = torch.from_numpy(sample_crops(scenes, 64, args.crop, rng))
         lat = vae.encode(x).latent_dist.mean
         rec = vae.decode(lat).sample
         print(f"vae held-out MAE (image units): {(rec - x).abs().mean().item():.4f}")
         vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
 
-    unet = UNet2DConditionModel(**SMALL_UNET_CONFIG)
+    unet = UNet2DConditionModel(**unet_cfg)
     sched = DDPMScheduler(**SD21_SCHEDULER_CONFIG)
     g = torch.Generator().manual_seed(0)
-    emb = torch.randn(1, 77, SMALL_UNET_CONFIG["cross_attention_dim"], generator=g)
+    emb = torch.randn(1, 77, unet_cfg["cross_attention_dim"], generator=g)
     opt = torch.optim.Adam(unet.parameters(), lr=5e-4)
     sf = vae.config.scaling_factor
     for step in range(args.unet_steps):
         with torch.no_grad():
-            z = vae.encode(torch.from_numpy(sample_crops(scenes, 32, 64, rng))).latent_dist.mean * sf
+            z = vae.encode(torch.from_numpy(sample_crops(scenes, 32, args.crop, rng))).latent_dist.mean * sf
         noise = torch.randn(z.shape, generator=g)
         t = torch.randint(0, 1000, (z.shape[0],), generator=g)
         pred = unet(sched.add_noise(z, noise, t), t, encoder_hidden_states=emb.expand(len(z), -1, -1)).sample

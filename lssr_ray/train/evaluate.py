@@ -7,6 +7,8 @@ into a temporary pairs store) or an existing pairs store (``*.zarr``, docs/PAIRS
 - ``nearest``: each 30 m cell repeated 3 x 3 (the 30 m input as it sits on the 10 m grid);
 - ``bicubic``: bicubic x3 of the same input (the model's own upsampling, :func:`preprocess`);
 - ``lssr``: :class:`lssr_ray.model.lssr.LSSRPipeline` from the checkpoint;
+- ``cnn`` (optional, ``baseline_cnn=`` folder): :class:`lssr_ray.model.baseline.ResidualCNN`, bicubic
+  plus a plain residual CNN trained on the same pairs and loss (``models/baseline-cnn``);
 - reference ``vae_truth``: the Sentinel-2 truth through the base's VAE (encode mean, decode): the
   best any output decoded by that VAE can do, i.e. the ceiling the base puts on LSSR.
 
@@ -31,6 +33,8 @@ import numpy as np
 from lssr_ray.errors import ConfigError, MissingDataError
 
 METHODS = ("nearest", "bicubic", "lssr")
+#: Optional method: the residual-CNN baseline (``baseline_cnn=``).
+CNN = "cnn"
 REFERENCE = "vae_truth"
 METRICS = ("psnr_rgb", "psnr_ir", "ssim_rgb", "ssim_ir", "ndvi_mse", "sam_deg")
 HIGHER_IS_BETTER = {"psnr_rgb": True, "psnr_ir": True, "ssim_rgb": True, "ssim_ir": True,
@@ -132,17 +136,19 @@ def evaluate_pairs(
     png_dir: str | Path | None = None,
     max_png: int = 12,
     base: str | None = None,
+    baseline_cnn: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics per group and method, and per pair, for every pair of ``store``.
 
     ``chip_size``: 30 m cells per chip edge (3 x chip_size must be a multiple of 24 for the VAE
     and SAR head windows: 8, 16, 24...). ``png_dir``: write up to ``max_png`` comparison PNGs.
     ``base``: frozen base path/URI (default: the one recorded in the checkpoint).
+    ``baseline_cnn``: a :class:`lssr_ray.model.baseline.ResidualCNN` folder to score as ``cnn``.
     """
     import torch
 
     from lssr_ray.data.pair_dataset import PairDataset, collate
-    from lssr_ray.model.lssr import LSSRPipeline, preprocess
+    from lssr_ray.model.lssr import LSSRPipeline, postprocess, preprocess
     from lssr_ray.model.metrics import evaluate
     from lssr_ray.train.loop import VAL_SEED
 
@@ -152,6 +158,14 @@ def evaluate_pairs(
     pipe = LSSRPipeline.from_pretrained(checkpoint, base=base or recorded_base(checkpoint))
     scale = pipe.scale
     trained = _trained_ids(checkpoint)
+    cnn = None
+    if baseline_cnn is not None:
+        from lssr_ray.model.baseline import ResidualCNN
+
+        if not (Path(baseline_cnn) / "config.json").is_file():
+            raise MissingDataError(f"baseline_cnn {baseline_cnn}: not a ResidualCNN folder (no config.json)")
+        cnn = ResidualCNN.from_pretrained(baseline_cnn).eval()
+    methods = (*METHODS, CNN) if cnn is not None else METHODS
     ds = PairDataset(store, chip_size=chip_size)
     kinds = [str(x) for x in ds._store()["sensor_pair"].values[ds.indices].tolist()]
     per_pair: list[dict[str, Any]] = []
@@ -165,6 +179,9 @@ def evaluate_pairs(
         inputs = preprocess(batch, scale=scale)
         outs = _baselines(inputs["lr"], inputs["valid"], scale)
         outs["lssr"] = pipe(batch)["sr"]
+        if cnn is not None:
+            with torch.inference_mode():
+                outs[CNN] = postprocess(cnn(torch.as_tensor(inputs["lr"])).numpy(), inputs["valid"], scale=scale)
         outs[REFERENCE] = _vae_truth(pipe.model, np.where(hr_ok[:, None], hr, np.nan))
         target = np.where(hr_ok[:, None], hr, np.nan).astype(np.float32)
         for j in range(len(items)):
@@ -184,7 +201,7 @@ def evaluate_pairs(
     for name, idx in _groups(kinds, ds.pair_ids, trained):
         rows = [per_pair[i] for i in idx if per_pair[i]["clear_fraction"] > 0]
         groups[name] = {"n_pairs": len(rows), "pair_ids": [r["pair_id"] for r in rows]}
-        for m in (*METHODS, REFERENCE):
+        for m in (*methods, REFERENCE):
             groups[name][m] = {k: float(np.nanmean([r[m][k] for r in rows])) if rows else float("nan")
                                for k in METRICS}
     return {"checkpoint": str(checkpoint), "store": str(store), "chip_size": chip_size,
@@ -226,19 +243,24 @@ def save_comparison_png(path: Path, lr: np.ndarray, bicubic: np.ndarray, lssr: n
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """One block per group: metric rows, method columns, and LSSR minus bicubic."""
+    """One block per group: metric rows, method columns (the residual CNN when evaluated), and
+    LSSR minus bicubic."""
     lines = []
     for name, g in result["groups"].items():
+        has_cnn = CNN in g
         lines.append(f"\n{name}: {g['n_pairs']} pairs, {result['chip_size']}x{result['chip_size']} cells "
                      f"at 30 m, clear-sky pixels only")
-        lines.append(f"{'metric':>9} {'nearest':>9} {'bicubic':>9} {'LSSR':>9} {'LSSR-bic':>9}   {'VAE(truth)':>10}")
+        lines.append(f"{'metric':>9} {'nearest':>9} {'bicubic':>9} {'LSSR':>9} {'LSSR-bic':>9}   {'VAE(truth)':>10}"
+                     + (f" {'res.CNN':>9}" if has_cnn else ""))
         for k in METRICS:
             d = g["lssr"][k] - g["bicubic"][k]
             better = (d > 0) == HIGHER_IS_BETTER[k] and d != 0
             lines.append(f"{k:>9} {g['nearest'][k]:9.4f} {g['bicubic'][k]:9.4f} {g['lssr'][k]:9.4f} "
-                         f"{d:+9.4f}{'*' if better else ' '}  {g[REFERENCE][k]:10.4f}")
+                         f"{d:+9.4f}{'*' if better else ' '}  {g[REFERENCE][k]:10.4f}"
+                         + (f" {g[CNN][k]:9.4f}" if has_cnn else ""))
     lines.append("\n* = LSSR better than bicubic. VAE(truth): the Sentinel-2 truth through the base's VAE, "
-                 "the ceiling of any VAE-decoded output.")
+                 "the ceiling of any VAE-decoded output. res.CNN: bicubic + residual CNN trained on the same "
+                 "pairs and loss (no diffusion prior).")
     return "\n".join(lines)
 
 
@@ -252,12 +274,14 @@ def evaluate_data(
     max_png: int = 12,
     base: str | None = None,
     workdir: str | Path | None = None,
+    baseline_cnn: str | Path | None = None,
 ) -> dict[str, Any]:
     """Convert ``data`` if needed (into ``workdir/pairs.zarr``, kept, or a temporary folder),
     evaluate, write ``out`` (metrics JSON) and the PNGs."""
     with tempfile.TemporaryDirectory(prefix="lssr-eval-") as tmp:
         store, skipped, notes = prepare_pairs(data, workdir or tmp)
-        result = evaluate_pairs(store, checkpoint, chip_size=chip_size, png_dir=png_dir, max_png=max_png, base=base)
+        result = evaluate_pairs(store, checkpoint, chip_size=chip_size, png_dir=png_dir, max_png=max_png, base=base,
+                                baseline_cnn=baseline_cnn)
     result.update({"data": str(data), "skipped": [{"item": i, "reason": r} for i, r in skipped], "notes": notes})
     if out is not None:
         out = Path(out)
@@ -266,5 +290,5 @@ def evaluate_data(
     return result
 
 
-__all__ = ["METHODS", "METRICS", "evaluate_data", "evaluate_pairs", "format_table", "prepare_pairs",
+__all__ = ["CNN", "METHODS", "METRICS", "evaluate_data", "evaluate_pairs", "format_table", "prepare_pairs",
            "save_comparison_png"]
