@@ -52,16 +52,10 @@ def region_box(chips_per_side: int) -> tuple[float, float, float, float]:
 
 
 def write_aoi(path: Path, bounds: tuple[float, float, float, float], crs: str = "EPSG:32616") -> str:
-    """A lon/lat GeoJSON Feature of a UTM box (counter-clockwise ring)."""
-    import numpy as np
-    import shapely
-    from pyproj import Transformer
-    from shapely.geometry import box, mapping
+    """A lon/lat GeoJSON Feature of a UTM box."""
+    from lssr_ray.data.aoi import write_box_aoi
 
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    geom = shapely.transform(box(*bounds), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    path.write_text(json.dumps({"type": "Feature", "properties": {"utm": list(bounds)}, "geometry": mapping(geom)}))
-    return str(path)
+    return write_box_aoi(path, bounds, crs)
 
 
 def _child(a: argparse.Namespace) -> int:

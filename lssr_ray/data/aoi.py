@@ -211,4 +211,25 @@ def read_aoi(path: str | Path, *, max_zones: int = MAX_UTM_ZONES) -> AOI:
     return parse_aoi(p.read_text(), str(p), max_zones=max_zones)
 
 
-__all__ = ["ACCEPTED_TYPES", "AOI", "MAX_UTM_ZONES", "parse_aoi", "read_aoi", "utm_zone_for"]
+def box_aoi(bounds: tuple[float, float, float, float], crs: str) -> dict[str, Any]:
+    """An RFC 7946 GeoJSON Feature (lon/lat) of a box given in ``crs`` units (e.g. UTM metres).
+
+    For making AOIs from a grid or a tile; the projected bounds are kept under ``properties``.
+    """
+    import numpy as np
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import box, mapping
+
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    geom = shapely.transform(box(*bounds), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    return {"type": "Feature", "properties": {"crs": str(crs), "bounds": list(bounds)}, "geometry": mapping(geom)}
+
+
+def write_box_aoi(path: str | Path, bounds: tuple[float, float, float, float], crs: str = "EPSG:32616") -> str:
+    """Write :func:`box_aoi` to ``path``; returns the path as a string."""
+    Path(path).write_text(json.dumps(box_aoi(bounds, crs)))
+    return str(path)
+
+
+__all__ = ["ACCEPTED_TYPES", "AOI", "MAX_UTM_ZONES", "box_aoi", "parse_aoi", "read_aoi", "utm_zone_for", "write_box_aoi"]

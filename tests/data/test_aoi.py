@@ -90,3 +90,13 @@ def test_bad_aoi_messages(obj, match):
 def test_missing_file(tmp_path):
     with pytest.raises(AOIError, match="not found"):
         read_aoi(tmp_path / "nope.geojson")
+
+
+def test_box_aoi_round_trips_projected_bounds():
+    from lssr_ray.data.aoi import box_aoi, parse_aoi
+
+    bounds = (456015.0, 3396015.0, 458985.0, 3398985.0)
+    aoi = parse_aoi(box_aoi(bounds, "EPSG:32616"))
+    assert aoi.crs.to_epsg() == 32616 if hasattr(aoi.crs, "to_epsg") else str(aoi.crs).endswith("32616")
+    got = aoi.utm_geometry.bounds
+    assert max(abs(g - b) for g, b in zip(got, bounds)) < 1.0  # metres, after lon/lat and back

@@ -33,22 +33,13 @@ import numpy as np
 import pytest
 
 from lssr_ray.config import REPO_ROOT, MapConfig
+from lssr_ray.data.aoi import write_box_aoi as write_utm_aoi
 
 STRIP_BOX = (456015, 3396015, 461515, 3397515)  # EPSG:32616 metres inside the L30 crop: 1 x 4 chips
 GRANULE = "HLS.L30.T16RDV.2015216T161921.v2.0"  # the only granule over the strip
 STORE_ARRAYS = ("reflectance", "valid", "x", "y", "time")
 
 
-def write_utm_aoi(path, bounds, crs="EPSG:32616"):
-    """A lon/lat GeoJSON Feature of a UTM box."""
-    import shapely
-    from pyproj import Transformer
-    from shapely.geometry import box, mapping
-
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    geom = shapely.transform(box(*bounds), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    path.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": mapping(geom)}))
-    return str(path)
 
 
 def strip_cfg(aoi, out, **kw):

@@ -8,20 +8,11 @@ import numpy as np
 import pytest
 
 from lssr_ray.config import REPO_ROOT, MapConfig
+from lssr_ray.data.aoi import write_box_aoi as write_utm_aoi
 
 ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres, inside the L30 crop: 2 x 2 chips
 
 
-def write_utm_aoi(path, bounds, crs="EPSG:32616"):
-    """A lon/lat GeoJSON Feature of a UTM box (counter-clockwise ring)."""
-    import shapely
-    from pyproj import Transformer
-    from shapely.geometry import box, mapping
-
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    geom = shapely.transform(box(*bounds), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    path.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": mapping(geom)}))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,19 +12,11 @@ import numpy as np
 import pytest
 
 from lssr_ray.config import REPO_ROOT, MapConfig
+from lssr_ray.data.aoi import write_box_aoi as write_utm_aoi
 
 ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres: 2 x 2 chips of the L30 crop
 
 
-def write_utm_aoi(path, bounds, crs="EPSG:32616"):
-    import shapely
-    from pyproj import Transformer
-    from shapely.geometry import box, mapping
-
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    geom = shapely.transform(box(*bounds), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    path.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": mapping(geom)}))
-    return str(path)
 
 
 def _partials(store):
