@@ -124,6 +124,6 @@ def plot_crop_map(
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=dpi)
+    fig.savefig(p, dpi=dpi, bbox_inches="tight")  # keep the outside legend and tick labels
     plt.close(fig)
     return p
