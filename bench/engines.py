@@ -47,31 +47,9 @@ SCALE = 3
 BATCH_SIZES = (1, 2, 4, 8)
 QUICK_BATCH_SIZES = (1, 2)
 
-#: SD-2.1-base UNet architecture (public config values of stabilityai/stable-diffusion-2-1-base).
-SD21_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 1024,
-    "attention_head_dim": (5, 10, 20, 20),
-    "use_linear_projection": True,
-}
-#: SD-2.1-base VAE architecture (public config values).
-SD21_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-}
-SD21_PROMPT_TOKENS = 77
-"""Tokens of SD-2.1's empty-prompt embedding (1, 77, 1024)."""
+from lssr_ray.model.base import SD21_PROMPT_TOKENS
+from lssr_ray.model.base import SD21_UNET_CONFIG as SD21_UNET
+from lssr_ray.model.base import SD21_VAE_CONFIG as SD21_VAE
 
 
 def cpu_threads() -> int:

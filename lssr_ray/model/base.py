@@ -55,6 +55,31 @@ SMALL_UNET_CONFIG: dict[str, Any] = {
     "attention_head_dim": 8,
     "norm_num_groups": 8,
 }
+#: SD-2.1-base UNet architecture (for FLOP counts and timing with random weights; public config values of stabilityai/stable-diffusion-2-1-base).
+SD21_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+}
+#: SD-2.1-base VAE architecture (public config values).
+SD21_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+}
+SD21_PROMPT_TOKENS = 77
+"""Tokens of SD-2.1's empty-prompt embedding (1, 77, 1024)."""
 #: DDPMScheduler config of SD-2.1-base (gives alphas_cumprod; the one-step model uses its timestep).
 SD21_SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -240,7 +265,10 @@ def write_model_index(folder: str | os.PathLike) -> None:
 
 __all__ = [
     "EMPTY_PROMPT_FILE",
+    "SD21_PROMPT_TOKENS",
     "SD21_SCHEDULER_CONFIG",
+    "SD21_UNET_CONFIG",
+    "SD21_VAE_CONFIG",
     "SMALL_BASE_DIR",
     "SMALL_UNET_CONFIG",
     "SMALL_VAE_CONFIG",
