@@ -8,7 +8,8 @@ Usage:
     .venv/bin/python jobs/map_region.py --aoi AOI.geojson --stage data   # inputs cube only (no model)
 
 Rerunning with the same settings resumes (committed chips are skipped); a killed run's lock is
-taken over because the run id is a hash of the settings. Exit code 2 on bad input.
+taken over because the run id is a hash of the settings. Exit code 2 on bad input, with a
+one-line message on stderr (also for mistakes found inside Ray workers); --debug adds the traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from lssr_ray.config import REPO_ROOT, GridConfig, MapConfig
-from lssr_ray.errors import LssrError
+from lssr_ray.errors import one_line, user_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--summary-json", help="also write the final summary as JSON here")
     ap.add_argument("--stage", default="map", choices=["map", "data"],
                     help="map: the full job; data: only the aligned input cube (no model)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an input error too")
     return ap.parse_args(argv)
 
 
@@ -99,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
 
         started = not ray.is_initialized()
         summary = run_map(cfg, progress=not a.no_progress)
-    except LssrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001  (a user mistake -> one line; anything else is a bug: re-raised)
+        err = user_error(exc)
+        if err is None:
+            raise
+        if a.debug:
+            traceback.print_exc()
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         if started and a.stage == "map":

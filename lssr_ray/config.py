@@ -18,6 +18,29 @@ T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """Repository root (where ``data/``, ``configs/`` and ``examples/`` live in a source checkout)."""
 
+
+def portable_ref(ref: Any, *, root: Path | None = None) -> str:
+    """How a path or URI is recorded in outputs and run identities: never an absolute local path.
+
+    A URI (``s3://...``) is kept; a local path inside the checkout (``root``, default
+    :data:`REPO_ROOT`) becomes its relative POSIX path (``data/archive/catalog.json``), so the
+    record is the same wherever the checkout lives; any other local path is recorded by its name,
+    plus the sha256 (16 hex) of its bytes when it is a file, so that two different files of one
+    name are not taken for each other.
+    """
+    import hashlib
+
+    s = str(ref)
+    if "://" in s and not s.startswith("file://"):
+        return s
+    p = Path(s.removeprefix("file://")).expanduser().resolve()
+    base = (root or REPO_ROOT).resolve()
+    if p.is_relative_to(base):
+        return p.relative_to(base).as_posix()
+    if p.is_file():
+        return f"{p.name}@sha256:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}"
+    return p.name
+
 #: Band groups the model super-resolves; each is one 3-channel image through the frozen SD.
 #: Names are HLS common names; HLS L30/S30 band ids per group live in ``lssr_ray.data.hls``.
 BAND_GROUPS: dict[str, tuple[str, str, str]] = {
@@ -259,4 +282,4 @@ class MapConfig:
 
 
 __all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig", "from_dict",
-           "load_yaml"]
+           "load_yaml", "portable_ref"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class LssrError(Exception):
     """Base class for every error lssr-ray raises on purpose."""
@@ -59,3 +61,52 @@ class StoreLockedError(StoreError):
 
 class BatchError(LssrError, ValueError):
     """A batch dict does not follow the batch contract (docs/ARCHITECTURE.md): key, dtype, shape or range."""
+
+
+_REMOTE_ERROR = re.compile(r"^\s*lssr_ray\.errors\.(\w+): (.+?)\s*$", re.MULTILINE)
+
+
+def _from_remote_text(text: str) -> LssrError | None:
+    """The last ``lssr_ray.errors.<Name>: <message>`` line of a remote traceback, rebuilt."""
+    for name, message in reversed(_REMOTE_ERROR.findall(text)):
+        cls = globals().get(name)
+        if isinstance(cls, type) and issubclass(cls, LssrError):
+            err = cls.__new__(cls)
+            Exception.__init__(err, message)
+            return err
+    return None
+
+
+def user_error(exc: BaseException) -> LssrError | None:
+    """The :class:`LssrError` behind ``exc``, or None when ``exc`` is not a user-facing error.
+
+    Follows ``__cause__``/``__context__`` and the ``cause`` of Ray's wrappers. An error raised in
+    a Ray worker reaches the driver as a ``RayTaskError`` whose text is the remote traceback; Ray
+    Data even replaces the original by a ``UserCodeException``, so the original survives only as
+    the traceback's last ``lssr_ray.errors.<Name>: <message>`` line, from which it is rebuilt.
+    Jobs print its one-line message however deep it was raised.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    chain: list[BaseException] = []
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        chain.append(e)
+        inner = getattr(e, "cause", None)
+        inner = inner if isinstance(inner, BaseException) else None
+        if isinstance(e, LssrError) and inner is None and "Traceback" not in str(e):
+            return e
+        todo += [inner, e.__cause__, e.__context__]
+    for e in chain:
+        found = _from_remote_text(str(e))
+        if found is not None:
+            return found
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (GDAL and storage clients may add line breaks)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())

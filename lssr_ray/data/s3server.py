@@ -3,7 +3,9 @@
 ``python -m lssr_ray.data.s3server start --port 9100 --load-archive`` starts it detached, writes a
 pidfile and uploads ``data/archive`` to bucket ``lssr-archive``; ``stop --port 9100`` stops it by
 PID. The in-process ``ThreadedMotoServer`` is not used: it deadlocks on GDAL writes
-(see STACK.md). State is in memory: a restart starts with no buckets.
+(see STACK.md). State is in memory: a restart starts with no buckets (moto 5.2 has no option to
+keep objects on disk; its request recorder can replay a session, which tests use), so advice about
+resuming a run stored here must say so (:func:`in_memory_server`, :data:`IN_MEMORY_NOTE`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from lssr_ray.errors import ConfigError, StorageUnreachableError
 
 DEFAULT_BUCKET = "lssr-archive"
 """Bucket that ``--load-archive`` fills with ``data/archive``."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Hosts this server may listen on."""
+IN_MEMORY_NOTE = ("the loopback S3 server keeps objects in memory only: after it restarts, its buckets and "
+                  "the committed chips are gone; recreate the bucket (`make s3-up` reloads the archive) and "
+                  "rerun, which recomputes every chip")
+"""Resume advice for a store on this server (its objects do not survive a restart)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def start(port: int | None = None, *, host: str = "127.0.0.1", timeout: float = 
     The process runs in its own session so it outlives a CLI parent; its PID goes to
     :func:`pidfile_for`. Raises :class:`StorageUnreachableError` if it does not come up.
     """
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK_HOSTS:
         raise ConfigError(f"the test S3 server only listens on loopback; got host {host!r}, use 127.0.0.1")
     port = port or free_port()
     if _ready(host, port):
@@ -110,6 +118,19 @@ def start(port: int | None = None, *, host: str = "127.0.0.1", timeout: float = 
         time.sleep(0.1)
     proc.terminate()
     raise StorageUnreachableError(f"moto_server did not answer on http://{host}:{port} within {timeout:.0f} s")
+
+
+def in_memory_server(endpoint_url: str | None) -> bool:
+    """True if ``endpoint_url`` is a loopback ``moto_server`` (answers ``/moto-api/``): a store
+    there is lost when the server restarts. Only loopback hosts are asked (one local request)."""
+    from urllib.parse import urlparse
+
+    if not endpoint_url:
+        return False
+    u = urlparse(str(endpoint_url))
+    if u.hostname not in LOOPBACK_HOSTS:
+        return False
+    return _ready(u.hostname, u.port or (443 if u.scheme == "https" else 80))
 
 
 def _is_moto(pid: int) -> bool:
@@ -191,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.load_archive:
         n = upload_folder(a.archive, DEFAULT_BUCKET, endpoint_url=srv.endpoint_url)
         print(f"uploaded {n} files from {a.archive} to s3://{DEFAULT_BUCKET}/")
+    print(f"note: {IN_MEMORY_NOTE}")
     print("environment for clients:")
     for k, v in srv.env().items():
         print(f"  export {k}={v}")
     return 0
 
 
-__all__ = ["DEFAULT_BUCKET", "S3Server", "free_port", "pidfile_for", "s3_env", "start", "stop", "upload_folder"]
+__all__ = ["DEFAULT_BUCKET", "IN_MEMORY_NOTE", "LOOPBACK_HOSTS", "S3Server", "free_port", "in_memory_server",
+           "pidfile_for", "s3_env", "start", "stop", "upload_folder"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

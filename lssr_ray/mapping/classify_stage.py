@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import REPO_ROOT
+from lssr_ray.config import REPO_ROOT, portable_ref
 from lssr_ray.errors import ConfigError, MissingDataError
 
 __all__ = [
@@ -85,7 +85,7 @@ def resolve_classifier(option: str | None) -> tuple[str | None, str | None]:
     if option is None:
         if (DEFAULT_CLASSIFIER / "model.txt").is_file():
             return str(DEFAULT_CLASSIFIER), None
-        return None, f"crop_type stage skipped: no bundled classifier at {DEFAULT_CLASSIFIER}"
+        return None, f"crop_type stage skipped: no bundled classifier at {portable_ref(DEFAULT_CLASSIFIER)}"
     if not (Path(option) / "model.txt").is_file():
         raise MissingDataError(
             f"classifier folder {option} not found (no model.txt); train one with "
@@ -215,7 +215,7 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
                           {"y": rs, "x": cs}, so)
     transform, crs = ds.rio.transform(), ds.rio.crs
     classes = {clf.table.name(int(k)): int(n) for k, n in zip(*np.unique(full, return_counts=True)) if k}
-    finalize_store(url, attrs={"crop_type_classifier": str(classifier), "crop_type_season_start": season,
+    finalize_store(url, attrs={"crop_type_classifier": portable_ref(classifier), "crop_type_season_start": season,
                                "crop_type_classes": classes}, storage_options=so)
     out = out or str(url).rstrip("/").removesuffix(".zarr") + "_croptype"
     csv_url, png_url = f"{out.rstrip('/')}/crop_area_ha.csv", f"{out.rstrip('/')}/crop_type.png"

@@ -109,13 +109,20 @@ def check_s3(*urls: str | None) -> None:
 
 
 def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_sha256: str,
-                 engine: str) -> dict[str, Any]:
-    """The settings that decide the output bytes (hashed into the run id, stored in the store)."""
+                 engine: str, root: Path | None = None) -> dict[str, Any]:
+    """The settings that decide the output bytes (hashed into the run id, stored in the store).
+
+    Local paths enter as :func:`~lssr_ray.config.portable_ref` (relative to the checkout
+    ``root``, default the repository), so moving the checkout does not change the run id.
+    """
     import lssr_ray
+
+    from lssr_ray.config import portable_ref
+    from lssr_ray.model.lssr import GRAPH_REVISION
 
     return {
         "aoi_sha256": hashlib.sha256(aoi_bytes).hexdigest(),
-        "catalog": str(cfg.catalog),
+        "catalog": portable_ref(cfg.catalog, root=root),
         "start": cfg.start,
         "end": cfg.end,
         "dates": cfg.dates,
@@ -126,6 +133,7 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
         "base_sha256": base_sha256,
         "adapter_sha256": adapter_sha256,
         "engine": engine,
+        "graph_revision": GRAPH_REVISION,
         "software_version": lssr_ray.__version__,
     }
 
@@ -169,10 +177,11 @@ def onnx_graph(plan: MapPlan) -> bytes:
     from lssr_ray.infer.export import export_onnx
     from lssr_ray.mapping.udfs import load_lssr_model
     from lssr_ray.model.base import default_cache_dir
+    from lssr_ray.model.lssr import GRAPH_REVISION
 
     cfg = plan.cfg
     key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
-                                     cfg.seed, cfg.batch_size, cfg.chip_size]).encode()).hexdigest()[:20]
+                                     cfg.seed, cfg.batch_size, cfg.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
     path = default_cache_dir() / "onnx" / f"{key}.onnx"
     if not path.is_file():
         model = load_lssr_model(plan.checkpoint, base=cfg.base, seed=cfg.seed)
@@ -244,10 +253,11 @@ def init_ray(cfg: MapConfig) -> bool:
 
 
 def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> None:
-    from lssr_ray.mapping.store import create_store, exists, open_store, provenance_attrs
+    from lssr_ray.mapping.output_target import OURS, output_state
+    from lssr_ray.mapping.store import create_store, open_store, provenance_attrs
 
     cfg, url = plan.cfg, plan.store
-    if exists(url, storage_options=storage_options) and not cfg.overwrite:
+    if output_state(url, storage_options=storage_options) == OURS and not cfg.overwrite:
         if not cfg.resume:
             raise StoreError(f"store {url} exists; pass --resume to continue it or --overwrite to replace it")
         attrs = open_store(url, storage_options=storage_options).attrs
@@ -326,10 +336,12 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
 
     A failure while an ``s3://`` catalog or store endpoint is down is raised as
     :class:`~lssr_ray.errors.StorageUnreachableError` naming the endpoint (the original error
-    chained), not as the storage client's or Ray's own exception.
+    chained), not as the storage client's or Ray's own exception, with resume advice that holds
+    for that storage (:func:`resume_advice`).
     """
     from lssr_ray.errors import StorageUnreachableError
 
+    advice = resume_advice(cfg, storage_options)  # asked now: after a failure the endpoint may be gone
     try:
         return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit)
     except StorageUnreachableError:
@@ -340,9 +352,21 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
                 check_s3(cfg.catalog, cfg.out)
             except StorageUnreachableError as down:
                 raise StorageUnreachableError(
-                    f"{down} (the run stopped with {type(exc).__name__}; committed chips are kept: "
-                    "rerun with --resume when the endpoint is back)") from exc
+                    f"{down} (the run stopped with {type(exc).__name__}; {advice})") from exc
         raise
+
+
+def resume_advice(cfg: MapConfig, storage_options: Mapping[str, Any] | None = None) -> str:
+    """What a user can do after a storage failure, true for the store's storage: durable storage
+    keeps the committed chips for ``--resume``; the loopback test S3 server keeps nothing across
+    a restart (:func:`lssr_ray.data.s3server.in_memory_server`)."""
+    from lssr_ray.data import s3server
+
+    if _is_s3(cfg.out):
+        endpoint = dict(storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+        if s3server.in_memory_server(endpoint):
+            return f"{s3server.IN_MEMORY_NOTE}; if it did not restart, rerun with --resume when it is back"
+    return "committed chips are kept: rerun with --resume when the endpoint is back"
 
 
 def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
@@ -363,6 +387,9 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     from lssr_ray.mapping.classify_stage import classify_store, resolve_classifier
 
     clf_dir, clf_note = resolve_classifier(cfg.classifier)  # a bad folder fails before any work
+    from lssr_ray.mapping.preflight import preflight
+
+    preflight(plan, storage_options)  # output, engine, checkpoint/base, catalog CRS: before any write or Ray
     for w in plan.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
     if progress:  # what a user sees first: the chip plan and the dates
@@ -526,6 +553,7 @@ __all__ = [
     "plan_map",
     "predictor_kwargs",
     "refuse_live_lock",
+    "resume_advice",
     "run_identity",
     "run_map",
     "work_items",

@@ -3,8 +3,10 @@
 Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray everywhere)::
 
     <store>.zarr/
-      reflectance  int16 (time, band, y, x), CF-packed: value * 0.0001 = reflectance [0, 1],
-                   _FillValue -9999 (decodes to NaN); chunks (1, 6, C, C), C = chip core
+      reflectance  int16 (time, band, y, x), CF-packed: value * 0.0001 = reflectance, valid
+                   range -100..16000 as HLS v2.0 (slightly negative values are kept: they are
+                   what the model predicted), _FillValue -9999 (decodes to NaN); chunks
+                   (1, 6, C, C), C = chip core
       valid        uint8 (time, y, x): 1 where all six bands are valid, 0 otherwise (and in
                    chunks never written); chunks (1, C, C)
       spatial_ref  CF grid mapping (crs_wkt + GeoTransform), referenced by ``grid_mapping``
@@ -45,6 +47,7 @@ from typing import Any, Self
 import numpy as np
 
 from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.data.hls import VALID_RANGE
 from lssr_ray.errors import StoreError, StoreLockedError
 
 REFLECTANCE_VAR = "reflectance"
@@ -219,8 +222,11 @@ def create_store(
         bands: band names (default :data:`lssr_ray.config.OUTPUT_BANDS`).
         attrs: global attributes, e.g. from :func:`provenance_attrs`; credentials are scrubbed.
         storage_options: fsspec options for s3:// (``endpoint_url``, ``key``, ...).
-        overwrite: replace an existing store (deleting its ``_partials/`` too); otherwise an
-            existing store is an error. A resumed run skips this call when :func:`exists`.
+        overwrite: replace an existing store of this project (deleting its ``_partials/`` too);
+            otherwise an existing store is an error. A resumed run skips this call when
+            :func:`exists`. Whatever ``overwrite`` says, a location holding anything that is not
+            a store of this project (:func:`~lssr_ray.mapping.output_target.output_state`) is
+            refused, never emptied.
     """
     import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -235,7 +241,9 @@ def create_store(
     if times_arr.size < 1:
         raise StoreError("times must list at least one acquisition date")
     bands = tuple(str(b) for b in bands)
-    if not overwrite and exists(url, storage_options=storage_options):
+    from lssr_ray.mapping.output_target import OURS, STORE_FORMAT_VERSION, STORE_MARKER, output_state
+
+    if output_state(url, storage_options=storage_options) == OURS and not overwrite:
         raise StoreError(f"store {url} already exists; pass overwrite=True or resume into it")
 
     a, _, c, _, e, f = t
@@ -253,7 +261,7 @@ def create_store(
     )
     ds = ds.rio.write_crs(crs).rio.write_transform(Affine(*t)).rio.write_grid_mapping("spatial_ref")
     ds[REFLECTANCE_VAR].attrs.update(
-        long_name="surface reflectance (10 m, super-resolved)", units="1", valid_range=[0, 10000]
+        long_name="surface reflectance (10 m, super-resolved)", units="1", valid_range=list(VALID_RANGE)
     )
     ds[VALID_VAR].attrs.update(
         long_name="1 where all bands are valid", flag_values=[0, 1], flag_meanings="invalid valid"
@@ -262,6 +270,7 @@ def create_store(
     ds.y.attrs.update(units="m", standard_name="projection_y_coordinate", axis="Y")
     ds.attrs.update(_scrub(dict(attrs or {}), _secrets(storage_options)))
     ds.attrs["chunk_size_px"] = int(chunk)
+    ds.attrs[STORE_MARKER] = STORE_FORMAT_VERSION  # lets a later run tell our store from foreign files
     encoding = {
         REFLECTANCE_VAR: {
             "dtype": "int16",
@@ -335,7 +344,8 @@ def write_chunk(
 
     Args:
         url: the store.
-        reflectance: float (bands, H, W) reflectance in [0, 1], NaN = nodata; H = W = chunk,
+        reflectance: float (bands, H, W) reflectance, NaN = nodata; values outside the HLS
+            valid range (-0.01 .. 1.6) are clipped to it (int16 would wrap); H = W = chunk,
             except at the grid's bottom/right edge where the chunk may be cut by the grid.
         row_off, col_off: offsets in output pixels of the chunk's top-left pixel; multiples of
             the chunk size.
@@ -366,8 +376,10 @@ def write_chunk(
     if valid is None:
         valid = np.isfinite(refl).all(axis=0)
     valid = np.asarray(valid).astype("uint8")
-    # out-of-range values would wrap in int16; clip to the documented valid range
-    refl = np.where(np.isfinite(refl), np.clip(refl, 0.0, 1.0), np.nan).astype("float32")
+    # out-of-range values would wrap in int16: clip to HLS's valid range only, so the sign of a
+    # slightly negative prediction survives (a clip at 0 turned them into exact zeros)
+    lo, hi = (v * SCALE_FACTOR for v in VALID_RANGE)
+    refl = np.where(np.isfinite(refl), np.clip(refl, lo, hi), np.nan).astype("float32")
     sub = xr.Dataset(
         {
             REFLECTANCE_VAR: (("time", "band", "y", "x"), refl[None]),

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS, REPO_ROOT
+from lssr_ray.config import OUTPUT_BANDS, REPO_ROOT, portable_ref
 from lssr_ray.errors import (
     ConfigError,
     CRSMismatchError,
@@ -90,7 +90,7 @@ def resolve_checkpoint(checkpoint: str | None, *, seed: int = 0) -> tuple[str | 
         return str(checkpoint), None
     if (DEFAULT_CHECKPOINT / "lssr_config.json").is_file():
         return str(DEFAULT_CHECKPOINT), None
-    return None, UNTRAINED_WARNING.format(path=DEFAULT_CHECKPOINT, seed=seed)
+    return None, UNTRAINED_WARNING.format(path=portable_ref(DEFAULT_CHECKPOINT), seed=seed)
 
 
 def load_lssr_model(checkpoint: str | None, *, base: str, seed: int = 0) -> Any:

@@ -9,7 +9,9 @@ Data flow for B chips of h x w input (30 m) pixels, H = 3h, W = 3w (10 m):
    two 3-channel images batched together ([rgb chips; ir chips]); VAE encode (latent *mean*,
    deterministic) x scaling factor; aux fusion; one UNet pass at the fixed ``timestep`` used in
    training and inference alike, ``z_hr = z_lr - unet(z_lr, t, empty prompt)``; VAE decode;
-   SAR head; clamp to [-1, 1].
+   SAR head; clamp to the image values of HLS's valid reflectance range (-0.01 .. 1.6,
+   :func:`~lssr_ray.model.normalize.valid_image_range`), not to [-1, 1]: image -1 is
+   reflectance 0, so that clamp turned slightly negative predictions into exact zeros.
 3. :func:`postprocess`: back to reflectance, NaN on the 3 x 3 children of every 30 m pixel that
    had any NaN band (nodata in -> nodata out; filled values never leak NaN elsewhere).
 
@@ -63,9 +65,13 @@ from lssr_ray.model.normalize import (
     normalize_dem,
     normalize_sar,
     reflectance_to_image,
+    valid_image_range,
 )
 
 CONFIG_NAME = "lssr_config.json"
+GRAPH_REVISION = 2
+"""Revision of :meth:`LSSRModel.forward`'s graph; part of the key of cached ONNX exports, so a
+change here (2: output clamped to HLS's valid range instead of [-1, 1]) re-exports them."""
 PRESENT_KEYS = ("dem", "landcover", "sar")
 
 
@@ -272,9 +278,20 @@ class LSSRModel(_torch_module_base()):
         z = self.fusion(z, dem, landcover, month, present)
         emb = self.prompt_embeds.expand(z.shape[0], -1, -1)
         eps = self.unet(z, self.config.timestep, encoder_hidden_states=emb).sample
-        img = self.vae.decode((z - eps) / self.scaling_factor).sample.clamp(-1, 1)
-        img = self.sar_head(img, sar, present[:, 2]).clamp(-1, 1)
+        img = self._to_valid_range(self.vae.decode((z - eps) / self.scaling_factor).sample, b)
+        img = self._to_valid_range(self.sar_head(img, sar, present[:, 2]), b)
         return torch.cat([img[:b], img[b:]], 1)
+
+    @staticmethod
+    def _to_valid_range(img, b: int):
+        """Clamp group-major images (2b, 3, H, W) = [rgb chips; ir chips] per band to
+        :func:`valid_image_range` (Min/Max with constant bounds: exports to ONNX as is)."""
+        import torch
+
+        lo, hi = (torch.as_tensor(v, dtype=img.dtype, device=img.device).reshape(2, 1, 3, 1, 1)
+                  for v in valid_image_range())
+        x = img.reshape(2, b, *img.shape[1:])
+        return torch.maximum(torch.minimum(x, hi), lo).reshape(img.shape)
 
     def forward_batch(self, inputs: dict[str, Any]):
         """``forward`` on the dict of :func:`preprocess` (numpy or torch values), on the model's device."""

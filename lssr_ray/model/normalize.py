@@ -6,7 +6,10 @@ maximum and clamped DEM to 0-300 m; both are replaced here).
 
 Arrays are numpy or torch; shapes are (B, C, H, W) unless stated.
 
-Reflectance -> image in [-1, 1], per band group (``lssr_ray.config.BAND_GROUPS``):
+Reflectance -> image in [-1, 1], per band group (``lssr_ray.config.BAND_GROUPS``); the model's
+*output* may leave [-1, 1] up to the image values of HLS's valid reflectance range
+(:func:`valid_image_range`: -0.01 .. 1.6), so a slightly negative or bright prediction keeps its
+value instead of saturating at reflectance 0 or at the group's upper end:
 
 ====== ======================= ============================================
 group  reflectance range        why
@@ -78,6 +81,20 @@ def reflectance_to_image(refl: Any, *, clip: bool = True) -> Any:
     return img
 
 
+def valid_image_range() -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float32 (6,): image values of HLS v2.0's valid reflectance range
+    (:data:`lssr_ray.data.hls.VALID_RANGE` x scale) per band, OUTPUT_BANDS order.
+
+    The model clamps its output here, not at [-1, 1]: image -1 is reflectance 0, so a clamp at -1
+    turned every slightly negative prediction into an exact 0.
+    """
+    from lssr_ray.data.hls import SCALE, VALID_RANGE
+
+    lo, hi = (np.full((1, 6, 1, 1), v * SCALE, np.float32) for v in VALID_RANGE)
+    return (reflectance_to_image(lo, clip=False).reshape(6).astype(np.float32),
+            reflectance_to_image(hi, clip=False).reshape(6).astype(np.float32))
+
+
 def image_to_reflectance(img: Any) -> Any:
     """Inverse of :func:`reflectance_to_image` (no clipping): (B, 6, H, W) [-1, 1] -> reflectance."""
     lo, hi = _band_lohi(img)
@@ -123,4 +140,5 @@ __all__ = [
     "normalize_dem",
     "normalize_sar",
     "reflectance_to_image",
+    "valid_image_range",
 ]

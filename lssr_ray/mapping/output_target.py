@@ -1,0 +1,130 @@
+"""What is at an output location (``--out``), and whether this project may write or replace it.
+
+A mapping run only ever writes into a location that is **absent**, **empty**, or a store this
+project wrote (:data:`STORE_MARKER` in the root group attributes; stores made before the marker
+are recognised by their ``run_config`` attribute and ``software: lssr_ray ...``). Anything else
+(a folder holding someone's files, a regular file, a Zarr group of another tool) is refused with
+a one-line :class:`~lssr_ray.errors.StoreError` naming the path, also with ``--overwrite``:
+``--overwrite`` replaces only a store of this project, so a folder of foreign files is never
+emptied. A missing ``s3://`` bucket and an unwritable local prefix are refused the same way.
+
+A location holding only a run lock (``_lock.json``) counts as empty: the lock is this
+project's, and :func:`~lssr_ray.mapping.pipeline.refuse_live_lock` decides about it.
+
+Every check here reads metadata only (a listing, a stat, one small JSON object) and runs in the
+driver before the store is created and before Ray starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lssr_ray.errors import StoreError
+from lssr_ray.mapping.store import LOCK_NAME, _fs, _is_remote
+
+STORE_MARKER = "lssr_ray_store"
+"""Root-group attribute naming a store written by this project; its value is the format version."""
+STORE_FORMAT_VERSION = 1
+"""Store format version written under :data:`STORE_MARKER`."""
+
+ABSENT, EMPTY, OURS = "absent", "empty", "ours"
+"""States of an output location that a run may use."""
+
+
+def is_project_store_attrs(attrs: Mapping[str, Any]) -> bool:
+    """True if root attributes ``attrs`` are those of a store this project wrote (any version)."""
+    if STORE_MARKER in attrs:
+        return True
+    # stores written before the marker existed: they all carry the run identity and the software
+    return "run_config" in attrs and str(attrs.get("software", "")).startswith("lssr_ray")
+
+
+def _root_attrs(fs: Any, path: str) -> dict[str, Any] | None:
+    for name in (".zattrs", "zarr.json"):  # Zarr v2, or v3 (whose attributes sit in zarr.json)
+        try:
+            raw = fs.cat_file(f"{path}/{name}")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return {}
+        return dict(doc.get("attributes", {}) if name == "zarr.json" else doc)
+    return None
+
+
+def _local_state(path: str) -> str:
+    p = Path(path)
+    if p.is_file() or (p.exists() and not p.is_dir()):
+        raise StoreError(f"--out {path} is a file, not a store folder; give a new path (e.g. {path}.zarr)")
+    if not p.exists():
+        parent = p.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise StoreError(f"--out {path}: {parent} is a file, not a folder; give a path in a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreError(f"--out {path}: cannot create it, {parent} is not writable; give a writable path")
+        return ABSENT
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise StoreError(f"--out {path} is not writable; give a writable path")
+    return EMPTY if not [c for c in p.iterdir() if c.name != LOCK_NAME] else ""
+
+
+def _remote_state(fs: Any, url: str, path: str) -> str:
+    from lssr_ray.errors import StorageUnreachableError
+
+    bucket = path.split("/", 1)[0]
+    try:
+        bucket_ok = fs.exists(bucket)
+    except (PermissionError, OSError) as exc:
+        if isinstance(exc, ConnectionError):
+            raise StorageUnreachableError(f"--out {url}: storage unreachable ({exc})") from exc
+        raise StoreError(f"--out {url}: cannot access bucket {bucket!r} ({type(exc).__name__}: {exc})") from exc
+    if not bucket_ok:
+        raise StoreError(f"--out {url}: bucket {bucket!r} does not exist; create it or give another --out")
+    if "/" not in path.strip("/"):
+        raise StoreError(f"--out {url} is a bucket root; give a store name inside it (e.g. {url.rstrip('/')}/map.zarr)")
+    try:
+        if fs.isfile(path):
+            raise StoreError(f"--out {url} is an object, not a store prefix; give a new name (e.g. {url}.zarr)")
+        listing = fs.ls(path, detail=False, refresh=True)
+    except FileNotFoundError:
+        return ABSENT
+    return EMPTY if not [k for k in listing if k.rstrip("/").rsplit("/", 1)[-1] != LOCK_NAME] else ""
+
+
+def output_state(url: str, *, storage_options: Mapping[str, Any] | None = None) -> str:
+    """``"absent"``, ``"empty"`` or ``"ours"`` (a store this project wrote) for ``url``.
+
+    Raises :class:`StoreError` (one line naming ``url``) for anything else: a regular file, a
+    folder or prefix holding other things, a missing bucket, an unwritable local prefix.
+    """
+    fs, path = _fs(url, storage_options)
+    path = path.rstrip("/")
+    state = _remote_state(fs, str(url), path) if _is_remote(url) else _local_state(path)
+    if state:
+        return state
+    attrs = _root_attrs(fs, path)
+    if attrs is not None and is_project_store_attrs(attrs):
+        return OURS
+    what = "a Zarr store this project did not write" if attrs is not None else "not empty and not an lssr-ray store"
+    raise StoreError(
+        f"--out {url} is {what}; refusing to write into it (--overwrite replaces only lssr-ray stores): "
+        "give a new or empty path"
+    )
+
+
+__all__ = [
+    "ABSENT",
+    "EMPTY",
+    "OURS",
+    "STORE_FORMAT_VERSION",
+    "STORE_MARKER",
+    "is_project_store_attrs",
+    "output_state",
+]
