@@ -8,7 +8,9 @@ numpy (:func:`lssr_ray.model.lssr.preprocess` / ``postprocess``) and is shared b
 Graph inputs (B = ``batch_size``, h = w = ``chip_size``, H = W = 3h):
 ``lr`` (B, 6, h, w) f32, ``dem`` (B, 2, H, W) f32, ``landcover`` (B, 1, H, W) i64,
 ``month`` (B,) i64, ``present`` (B, 3) f32, ``sar`` (B, 2, H, W) f32; output ``image``
-(B, 6, H, W) f32 in [-1, 1]. A JSON sidecar (``<name>.json``) records shapes and the base.
+(B, 6, H, W) f32 (HLS's valid reflectance range in image units, see
+:func:`lssr_ray.model.normalize.valid_image_range`). A JSON sidecar (``<name>.json``) records
+shapes and the base.
 The same file feeds TensorRT on GPU hosts.
 """
 

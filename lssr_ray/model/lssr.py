@@ -193,8 +193,9 @@ def preprocess(batch: dict[str, Any], *, scale: int = 3) -> dict[str, np.ndarray
 
 
 def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = 3) -> np.ndarray:
-    """Network output (B, 6, H, W) in [-1, 1] -> reflectance float32, NaN on the scale x scale
-    children of invalid 30 m pixels (``valid`` (B, h, w) from :func:`preprocess`)."""
+    """Network output (B, 6, H, W) (within :func:`valid_image_range`) -> reflectance float32,
+    NaN on the scale x scale children of invalid 30 m pixels (``valid`` (B, h, w) from
+    :func:`preprocess`)."""
     refl = image_to_reflectance(np.asarray(image, np.float32)).astype(np.float32)
     fine = valid.repeat(scale, axis=1).repeat(scale, axis=2)[:, None]
     return np.where(fine, refl, np.float32(np.nan)).astype(np.float32)
@@ -211,8 +212,8 @@ class LSSRModel(_torch_module_base()):
     """Trainable LSSR: frozen base + LoRA adapters + :class:`AuxFusion` + :class:`SARHead`.
 
     ``forward(lr, dem, landcover, month, present, sar)`` takes the tensors of
-    :func:`preprocess` (same names and shapes) and returns (B, 6, H, W) images in [-1, 1]
-    (OUTPUT_BANDS order). Only adapters, fusion and SAR head have ``requires_grad``.
+    :func:`preprocess` (same names and shapes) and returns (B, 6, H, W) images (OUTPUT_BANDS
+    order) clamped to :func:`valid_image_range`. Only adapters, fusion and SAR head have ``requires_grad``.
     """
 
     def __init__(self, base: Any, config: LSSRConfig | None = None, *, adapters: str | Path | None = None) -> None:
