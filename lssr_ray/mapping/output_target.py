@@ -60,7 +60,7 @@ def _root_attrs(fs: Any, path: str) -> dict[str, Any] | None:
 def _local_state(path: str) -> str:
     p = Path(path)
     if p.is_file() or (p.exists() and not p.is_dir()):
-        raise StoreError(f"--out {path} is a file, not a store folder; give a new path (e.g. {path}.zarr)")
+        raise StoreError(f"--out {path} is a file, not a store folder; give a new path for the store")
     if not p.exists():
         parent = p.parent
         while not parent.exists():
@@ -87,11 +87,9 @@ def _remote_state(fs: Any, url: str, path: str) -> str:
         raise StoreError(f"--out {url}: cannot access bucket {bucket!r} ({type(exc).__name__}: {exc})") from exc
     if not bucket_ok:
         raise StoreError(f"--out {url}: bucket {bucket!r} does not exist; create it or give another --out")
-    if "/" not in path.strip("/"):
-        raise StoreError(f"--out {url} is a bucket root; give a store name inside it (e.g. {url.rstrip('/')}/map.zarr)")
     try:
         if fs.isfile(path):
-            raise StoreError(f"--out {url} is an object, not a store prefix; give a new name (e.g. {url}.zarr)")
+            raise StoreError(f"--out {url} is an object, not a store prefix; give a new name for the store")
         listing = fs.ls(path, detail=False, refresh=True)
     except FileNotFoundError:
         return ABSENT

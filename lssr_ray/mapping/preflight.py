@@ -87,8 +87,12 @@ def check_granule_crs(granules: Iterable[Any], *, threads: int = 8) -> None:
     granules = list(granules)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(granules)))) as pool:
         found = list(pool.map(_file_crs, granules))
-    bad = [(g, crs) for g, crs in zip(granules, found)
-           if crs is not None and crs != CRS.from_user_input(g.crs)]
+    def same(file_crs: Any, declared: str) -> bool:
+        want = CRS.from_user_input(declared)
+        # a file's WKT may name the zone differently than its EPSG code (real HLS COGs do)
+        return file_crs == want or (want.to_epsg() is not None and file_crs.to_epsg(confidence_threshold=70) == want.to_epsg())
+
+    bad = [(g, crs) for g, crs in zip(granules, found) if crs is not None and not same(crs, g.crs)]
     if bad:
         g, crs = bad[0]
         more = f" (and {len(bad) - 1} more item(s))" if len(bad) > 1 else ""
