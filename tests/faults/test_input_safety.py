@@ -114,6 +114,14 @@ def test_out_regular_file_is_refused(tmp_path, capsys):
     assert out.read_text() == "a file\n"
 
 
+def test_debug_flag_adds_the_traceback(tmp_path, capsys):
+    out = tmp_path / "report.zarr"
+    out.write_text("a file\n")
+    rc, err = run_job(capsys, "--out", str(out), "--debug")
+    assert rc == 2 and "Traceback (most recent call last)" in err and "StoreError" in err, err
+    assert err.strip().splitlines()[-1].startswith(f"error: --out {out} is a file")
+
+
 def test_out_under_a_file_is_refused(tmp_path, capsys):
     """An unusable local prefix (a path component is a regular file): one line naming it."""
     blocker = tmp_path / "notes.txt"
