@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         started = not ray.is_initialized()
         summary = run_map(cfg, progress=not a.no_progress)
-    except Exception as exc:  # noqa: BLE001  (a user mistake -> one line; anything else is a bug: re-raised)
+    except Exception as exc:  # a user mistake (also from a Ray worker) -> one line; a bug is re-raised
         err = user_error(exc)
         if err is None:
             raise

@@ -116,7 +116,6 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     ``root``, default the repository), so moving the checkout does not change the run id.
     """
     import lssr_ray
-
     from lssr_ray.config import portable_ref
     from lssr_ray.model.lssr import GRAPH_REVISION
 

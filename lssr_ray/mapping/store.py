@@ -241,7 +241,12 @@ def create_store(
     if times_arr.size < 1:
         raise StoreError("times must list at least one acquisition date")
     bands = tuple(str(b) for b in bands)
-    from lssr_ray.mapping.output_target import OURS, STORE_FORMAT_VERSION, STORE_MARKER, output_state
+    from lssr_ray.mapping.output_target import (
+        OURS,
+        STORE_FORMAT_VERSION,
+        STORE_MARKER,
+        output_state,
+    )
 
     if output_state(url, storage_options=storage_options) == OURS and not overwrite:
         raise StoreError(f"store {url} already exists; pass overwrite=True or resume into it")

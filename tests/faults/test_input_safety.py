@@ -89,12 +89,17 @@ def test_create_store_never_empties_a_foreign_folder(tmp_path):
 
 def test_own_store_is_recognised_by_its_marker_and_replaced_only_with_overwrite(tmp_path):
     from lssr_ray.errors import StoreError
-    from lssr_ray.mapping.output_target import OURS, STORE_MARKER, is_project_store_attrs, output_state
+    from lssr_ray.mapping.output_target import (
+        OURS,
+        STORE_MARKER,
+        is_project_store_attrs,
+        output_state,
+    )
     from lssr_ray.mapping.store import create_store, open_store
 
     url = str(tmp_path / "ours.zarr")
-    kw = dict(crs="EPSG:32631", transform=(10, 0, 500000, 0, -10, 5600000), shape=(8, 8), chunk=8,
-              times=["2018-07-01"])
+    kw = {"crs": "EPSG:32631", "transform": (10, 0, 500000, 0, -10, 5600000), "shape": (8, 8), "chunk": 8,
+          "times": ["2018-07-01"]}
     create_store(url, **kw)
     assert open_store(url).attrs[STORE_MARKER] == 1 and output_state(url) == OURS
     with pytest.raises(StoreError, match="already exists"):
