@@ -237,8 +237,10 @@ def init_ray(cfg: MapConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # "local": never join another user's cluster found via /tmp/ray on a shared machine
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        from lssr_ray.ray_local import start_local_ray
+
+        # a reaper takes this local Ray (agents included) down with the driver, even after SIGKILL
+        start_local_ray(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
         _LOCAL_RAY_ENV = _forwarded_env()
     return True
 
