@@ -115,7 +115,7 @@ def _check_lonlat(geom: Any, source: str) -> None:
         )
 
 
-def _polygonal(geom: Any) -> Any:
+def polygonal_part(geom: Any) -> Any:
     """Keep only the polygonal parts of a geometry (make_valid may return collections)."""
     from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
     from shapely.ops import unary_union
@@ -187,7 +187,7 @@ def parse_aoi(obj: dict[str, Any] | str, source: str = "<geojson>", *, max_zones
         _check_lonlat(p, source)
         if not p.is_valid:
             why = shapely.is_valid_reason(p)
-            p = _polygonal(shapely.make_valid(p))
+            p = polygonal_part(shapely.make_valid(p))
             notes.append(f"invalid polygon repaired with make_valid ({why})")
         fixed.append(p)
     geom = unary_union(fixed) if fixed else None
@@ -198,9 +198,17 @@ def parse_aoi(obj: dict[str, Any] | str, source: str = "<geojson>", *, max_zones
         msg = f"AOI spans UTM zones {list(zones)}; projected into the centroid's zone {crs}"
         notes.append(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
-    to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    utm = shapely.transform(geom, to_utm.transform, interleaved=False)
+    utm = to_crs(geom, crs)
     return AOI(geometry=geom, crs=crs, utm_geometry=utm, zones=zones, notes=tuple(notes), source=source)
+
+
+def to_crs(geometry_wgs84: Any, crs: str) -> Any:
+    """A lon/lat geometry projected into ``crs`` (pyproj; longitudes beyond ±180 are fine)."""
+    import shapely
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    return shapely.transform(geometry_wgs84, tr.transform, interleaved=False)
 
 
 def read_aoi(path: str | Path, *, max_zones: int = MAX_UTM_ZONES) -> AOI:
@@ -232,4 +240,5 @@ def write_box_aoi(path: str | Path, bounds: tuple[float, float, float, float], c
     return str(path)
 
 
-__all__ = ["ACCEPTED_TYPES", "AOI", "MAX_UTM_ZONES", "box_aoi", "parse_aoi", "read_aoi", "utm_zone_for", "write_box_aoi"]
+__all__ = ["ACCEPTED_TYPES", "AOI", "MAX_UTM_ZONES", "box_aoi", "parse_aoi", "polygonal_part", "read_aoi", "to_crs", "utm_zone_for",
+           "write_box_aoi"]

@@ -83,6 +83,9 @@ class MapPlan:
     """Run identity (see :func:`run_identity`)."""
     warnings: list[str] = field(default_factory=list)
     """Warnings to print and record in the store."""
+    notes: list[str] = field(default_factory=list)
+    """How the inputs were read (AOI repairs, antimeridian, outside coverage): printed and
+    recorded in the store's ``aoi_notes`` attribute."""
 
     @property
     def run_id(self) -> str:
@@ -158,9 +161,10 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     store = cfg.out or str(Path.cwd() / "out" / f"{aoi.name}.zarr")
     ident = run_identity(cfg, aoi_bytes=Path(cfg.aoi).read_bytes(), base_sha256=base_sha,
                          adapter_sha256=adapter, engine=engine)
+    notes = [*stage.aoi.notes, *filter(None, [stage.coverage_note()])]
     return MapPlan(cfg=cfg, stage=stage, store=store, times=[np.datetime64(d, "D") for d in days],
                    granules_by_time=by_time, engine=engine, checkpoint=checkpoint, identity=ident,
-                   warnings=[warn] if warn else [])
+                   warnings=[warn] if warn else [], notes=notes)
 
 
 def onnx_graph(plan: MapPlan) -> bytes:
@@ -190,7 +194,7 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     cfg = plan.cfg
     kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
                           "batch_size": cfg.batch_size, "chip_size": cfg.chip_size}
-    if plan.engine != "torch":
+    if plan.engine not in ("torch", "bicubic"):
         kw["onnx"] = onnx_graph(plan)
     return kw
 
@@ -268,7 +272,8 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
         adapter_hash=plan.identity["adapter_sha256"], engine=plan.engine,
         extra={"run_config": json.dumps(plan.identity, sort_keys=True), "run_id": plan.run_id,
                "time_mode": plan.cfg.dates, "chip_size": plan.cfg.chip_size, "overlap": plan.cfg.overlap,
-               "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings)},
+               "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings), "aoi_notes": list(plan.notes),
+               "outside_coverage_km2": round(plan.stage.outside_km2, 4)},
     )
     create_store(url, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=g.output_shape,
                  chunk=plan.stage.plan.chunk_size, times=plan.times, attrs=attrs,
@@ -323,8 +328,12 @@ def refuse_live_lock(plan: MapPlan, storage_options: Mapping[str, Any] | None = 
 
 
 def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
-            on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
+            on_commit: Callable[[dict[str, Any]], None] | None = None,
+            confirm: Callable[[str], bool] | None = None) -> MapSummary:
     """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary` (see :func:`_run_map`).
+
+    A run estimated longer than ``cfg.confirm_over_s`` starts only with ``cfg.yes`` or when
+    ``confirm(question)`` (a terminal prompt; None = non-interactive) returns True.
 
     A failure while an ``s3://`` catalog or store endpoint is down is raised as
     :class:`~lssr_ray.errors.StorageUnreachableError` naming the endpoint (the original error
@@ -333,7 +342,8 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
     from lssr_ray.errors import StorageUnreachableError
 
     try:
-        return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit)
+        return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit,
+                        confirm=confirm)
     except StorageUnreachableError:
         raise
     except Exception as exc:
@@ -348,7 +358,8 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
 
 
 def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
-             on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
+             on_commit: Callable[[dict[str, Any]], None] | None = None,
+             confirm: Callable[[str], bool] | None = None) -> MapSummary:
     """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary`.
 
     Ray is started (or joined) if it is not running yet and left running for the caller
@@ -356,6 +367,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     """
     import ray
 
+    from lssr_ray.mapping.accounting import check_accounted, confirm_run, stream_with_watchdog, unaccounted
     from lssr_ray.mapping.partials import done_chip_ids
     from lssr_ray.mapping.store import StoreLock, finalize_store
 
@@ -367,9 +379,16 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     clf_dir, clf_note = resolve_classifier(cfg.classifier)  # a bad folder fails before any work
     for w in plan.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    for n in plan.notes:  # every repair or reinterpretation of the input is told, not hidden
+        print(f"NOTE: {n}", file=sys.stderr)
     if progress:  # what a user sees first: the chip plan and the dates
         print(plan.stage.plan.summary(), flush=True)
         print(f"{len(plan.times)} date(s): {', '.join(str(t) for t in plan.times)}", flush=True)
+    chip_ids = [c.id for c in plan.stage.plan.chips]
+    done0 = {} if cfg.overwrite else {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options)
+                                      for ti in range(len(plan.times))}
+    todo = len(unaccounted(chip_ids, done0, len(plan.times)))
+    confirm_run(todo, len(chip_ids), len(plan.times), cfg, confirm)  # before anything is written
     refuse_live_lock(plan, storage_options)  # before the store is created or overwritten
     _open_or_create(plan, storage_options)
     chips = plan.stage.plan
@@ -414,8 +433,12 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
                                 fn_constructor_kwargs={"storage_options": storage_options}, batch_size=cfg.batch_size,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
                                 num_cpus=min(0.25, cfg.read_cpus), runtime_env=env)
+            def so_far() -> str:
+                return f" ({summary.computed} of {remaining} chip-dates of this run committed)"
+
             with _progress(remaining, "stage 1 chips", progress) as bar:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for batch in stream_with_watchdog(lambda: ds.iter_batches(batch_size=None, batch_format="numpy"),
+                                                  stall_s=cfg.stall_timeout_s, idle=beat, describe=so_far):
                     for i in range(len(batch["chip_id"])):
                         rec = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i] for k in batch}
                         summary.computed += 1
@@ -434,6 +457,9 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
             if cfg.dates == "clearest":  # quicklook input: most-used granules first
                 plan.granules_by_time[0].sort(key=lambda g: -used.get(str(g.id), 0))
         summary.stage1_s = time.perf_counter() - t1
+        # completion is what the partials say, checked against the plan (not the executor's word)
+        check_accounted(chip_ids, {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options)
+                                   for ti in range(nt)}, nt, plan.labels)
 
         t2 = time.perf_counter()
         chunks = [{"row": c.row, "col": c.col, "ti": ti} for ti in range(nt) for c in chips.chips]
