@@ -26,7 +26,7 @@ from lssr_ray.errors import ConfigError, IncompleteRunError
 FLANDERS_TILE = (501340.0, 5629030.0, 502000.0, 5629690.0)  # the archive's only 31UDS granule (22 x 22 px)
 BELGIUM_LIKE = (490000.0, 5618000.0, 514000.0, 5642000.0)  # EPSG:32631, 24 x 24 km around it
 # EPSG:32616 box over the Alabama L30 granule's east edge (x 452475..471285): 1.2 km stick out east
-ALABAMA_WIDE = (464000.0, 3396000.0, 472500.0, 3401000.0)
+ALABAMA_WIDE = (464000.0, 3397400.0, 472500.0, 3401000.0)  # 231 chips of 16 px planned
 
 
 @pytest.fixture(scope="module")
