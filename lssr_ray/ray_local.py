@@ -17,6 +17,7 @@ tag, never by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -204,13 +205,13 @@ def _main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     known: dict[int, float] = {}  # pid -> create_time of every session process seen so far
     last_scan = 0.0
+    import psutil
+
     while _driver_alive(a.watch, a.create_time):
         if time.monotonic() - last_scan >= SCAN_S:
             for p in session_processes(a.tag, known)[0]:
-                try:
+                with contextlib.suppress(psutil.Error):  # gone meanwhile
                     known[p.pid] = p.create_time()
-                except Exception:  # gone meanwhile
-                    continue
             last_scan = time.monotonic()
         time.sleep(POLL_S)
     reap(a.tag, known)

@@ -316,5 +316,16 @@ def write_box_aoi(path: str | Path, bounds: tuple[float, float, float, float], c
     return str(path)
 
 
-__all__ = ["ACCEPTED_TYPES", "AOI", "MAX_UTM_ZONES", "box_aoi", "parse_aoi", "polygonal_part", "read_aoi", "to_crs", "utm_zone_for",
-           "split_at_antimeridian", "write_box_aoi"]
+__all__ = [
+    "ACCEPTED_TYPES",
+    "AOI",
+    "MAX_UTM_ZONES",
+    "box_aoi",
+    "parse_aoi",
+    "polygonal_part",
+    "read_aoi",
+    "split_at_antimeridian",
+    "to_crs",
+    "utm_zone_for",
+    "write_box_aoi",
+]

@@ -61,7 +61,7 @@ def stream_with_watchdog(batches: Callable[[], Iterable[Any]], *, stall_s: float
             for b in batches():
                 q.put(b)
             q.put(end)
-        except BaseException as exc:  # handed to the driver thread, raised there
+        except BaseException as exc:  # noqa: BLE001  (any failure is handed to the driver thread, raised there)
             q.put(exc)
 
     threading.Thread(target=pump, name="lssr-stage1-stream", daemon=True).start()

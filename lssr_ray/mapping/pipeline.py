@@ -367,7 +367,12 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     """
     import ray
 
-    from lssr_ray.mapping.accounting import check_accounted, confirm_run, stream_with_watchdog, unaccounted
+    from lssr_ray.mapping.accounting import (
+        check_accounted,
+        confirm_run,
+        stream_with_watchdog,
+        unaccounted,
+    )
     from lssr_ray.mapping.partials import done_chip_ids
     from lssr_ray.mapping.store import StoreLock, finalize_store
 

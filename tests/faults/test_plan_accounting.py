@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import threading
 import time
 from pathlib import Path
@@ -140,12 +139,12 @@ def test_stalled_stream_raises_instead_of_waiting_forever():
         release.wait(30)  # an executor that stops delivering
         yield "never"
 
-    got = []
+    got: list[str] = []
     t0 = time.monotonic()
+    stream = stream_with_watchdog(stalls, stall_s=2.0, idle=lambda: beats.append(1),
+                                  describe=lambda: f" ({len(got)} of 9 chip-dates)")
     with pytest.raises(IncompleteRunError, match=r"stalled: no chip committed for 2 s \(1 of 9"):
-        for b in stream_with_watchdog(stalls, stall_s=2.0, idle=lambda: beats.append(1),
-                                      describe=lambda: f" ({len(got)} of 9 chip-dates)"):
-            got.append(b)
+        got.extend(stream)
     release.set()
     assert got == ["first"] and 2.0 <= time.monotonic() - t0 < 10 and beats
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import psutil
 
 from lssr_ray.ray_local import session_processes
