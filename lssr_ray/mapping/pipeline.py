@@ -250,7 +250,13 @@ def init_ray(cfg: MapConfig) -> bool:
 
 
 def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> None:
-    from lssr_ray.mapping.store import create_store, exists, open_store, provenance_attrs
+    from lssr_ray.mapping.store import (
+        create_store,
+        exists,
+        open_store,
+        provenance_attrs,
+        read_layout,
+    )
 
     cfg, url = plan.cfg, plan.store
     if exists(url, storage_options=storage_options) and not cfg.overwrite:
@@ -265,6 +271,10 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
                 f"(store: {[old.get(k) for k in diff]}, now: {[plan.identity.get(k) for k in diff]}); "
                 "use the same settings, another --out, or --overwrite"
             )
+        planned, stored = tuple(plan.stage.plan.grid.output_shape), read_layout(url, storage_options=storage_options).shape
+        if tuple(stored) != planned:  # e.g. a store planned over the whole AOI before chips followed coverage
+            raise ConfigError(f"cannot resume {url}: its grid is {tuple(stored)} px, this run plans {planned} px; "
+                              "use another --out or --overwrite")
         return
     g = plan.stage.plan.grid
     attrs = provenance_attrs(

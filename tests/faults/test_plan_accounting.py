@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 import time
 from pathlib import Path
@@ -160,3 +161,23 @@ def test_stream_passes_errors_and_ends():
 
     with pytest.raises(ValueError, match="boom"):
         list(stream_with_watchdog(broken, stall_s=5))
+
+
+def test_resuming_a_store_planned_on_another_grid_is_refused(tmp_path):
+    """A store with the same run settings but another grid (e.g. planned over the whole AOI before
+    chips followed coverage) is not resumed into: its chunks would land in the wrong place."""
+    from lssr_ray.mapping.pipeline import plan_map, run_map
+    from lssr_ray.mapping.store import create_store, provenance_attrs
+
+    aoi = write_box_aoi(tmp_path / "belgium_like.geojson", BELGIUM_LIKE, "EPSG:32631")
+    out = str(tmp_path / "old_grid.zarr")
+    cfg = MapConfig(aoi=aoi, out=out, engine="bicubic", classifier="none", quicklook=False)
+    plan = plan_map(cfg)
+    g = plan.stage.plan.grid
+    whole = (g.output_shape[0] + plan.stage.plan.chunk_size, g.output_shape[1])  # one chunk row more
+    create_store(out, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=whole,
+                 chunk=plan.stage.plan.chunk_size, times=plan.times,
+                 attrs=provenance_attrs([], plan.identity["base_sha256"],
+                                        extra={"run_config": json.dumps(plan.identity, sort_keys=True)}))
+    with pytest.raises(ConfigError, match=r"cannot resume .*its grid is .* this run plans"):
+        run_map(cfg, progress=False)
