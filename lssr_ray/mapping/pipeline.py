@@ -290,6 +290,14 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
                  storage_options=storage_options, overwrite=cfg.overwrite)
 
 
+def _committed(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[int, set[str]]:
+    """``{ti: ids of chips with a committed partial}`` (ok or skipped) for every time step."""
+    from lssr_ray.mapping.partials import done_chip_ids
+
+    return {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options)
+            for ti in range(len(plan.times))}
+
+
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -383,7 +391,6 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
         stream_with_watchdog,
         unaccounted,
     )
-    from lssr_ray.mapping.partials import done_chip_ids
     from lssr_ray.mapping.store import StoreLock, finalize_store
 
     t0 = time.perf_counter()
@@ -400,9 +407,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
         print(plan.stage.plan.summary(), flush=True)
         print(f"{len(plan.times)} date(s): {', '.join(str(t) for t in plan.times)}", flush=True)
     chip_ids = [c.id for c in plan.stage.plan.chips]
-    done0 = {} if cfg.overwrite else {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options)
-                                      for ti in range(len(plan.times))}
-    todo = len(unaccounted(chip_ids, done0, len(plan.times)))
+    todo = len(unaccounted(chip_ids, {} if cfg.overwrite else _committed(plan, storage_options), len(plan.times)))
     confirm_run(todo, len(chip_ids), len(plan.times), cfg, confirm)  # before anything is written
     refuse_live_lock(plan, storage_options)  # before the store is created or overwritten
     _open_or_create(plan, storage_options)
@@ -413,7 +418,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
                          n_times=nt, chip_dates=len(chips) * nt, chunk_km2=(core * chips.grid.output_resolution) ** 2 / 1e6,
                          aoi_km2=chips.aoi_area_km2, warnings=list(plan.warnings))
     with StoreLock(plan.store, plan.run_id, storage_options=storage_options) as lock:
-        done = {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options) for ti in range(nt)}
+        done = _committed(plan, storage_options)
         summary.resumed = sum(len(v & {c.id for c in chips.chips}) for v in done.values())
         items = work_items(plan, done)
         init_ray(cfg)
@@ -473,8 +478,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
                 plan.granules_by_time[0].sort(key=lambda g: -used.get(str(g.id), 0))
         summary.stage1_s = time.perf_counter() - t1
         # completion is what the partials say, checked against the plan (not the executor's word)
-        check_accounted(chip_ids, {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options)
-                                   for ti in range(nt)}, nt, plan.labels)
+        check_accounted(chip_ids, _committed(plan, storage_options), nt, plan.labels)
 
         t2 = time.perf_counter()
         chunks = [{"row": c.row, "col": c.col, "ti": ti} for ti in range(nt) for c in chips.chips]
