@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", help="output store, local path or s3://bucket/name.zarr (default out/<aoi>.zarr)")
     ap.add_argument("--checkpoint", help=f"adapter checkpoint folder (default {REPO_ROOT / 'models' / 'lssr-adapters-cpu'})")
     ap.add_argument("--base", default=d.base, help="frozen SD base folder or s3:// URI")
-    ap.add_argument("--engine", default=d.engine, choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    ap.add_argument("--engine", default=d.engine, choices=["auto", "torch", "onnxruntime", "tensorrt", "bicubic"],
+                    help="inference engine; bicubic: no model, x3 bicubic (dry runs)")
     ap.add_argument("--dates", default=d.dates, choices=["all", "clearest"],
                     help="all: one time step per acquisition date; clearest: the clearest date per chip")
     ap.add_argument("--actors", type=int, default=d.num_actors, help="LSSR actors (0: one per GPU, else 1)")
@@ -57,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="crop-type classifier folder for the final crop_type stage (default "
                          "models/croptype-lgbm if present; 'none' skips the stage)")
     ap.add_argument("--summary-json", help="also write the final summary as JSON here")
+    ap.add_argument("--yes", action="store_true",
+                    help="start a run estimated longer than --confirm-over-s without asking")
+    ap.add_argument("--confirm-over-s", type=float, default=d.confirm_over_s,
+                    help="runs estimated longer than this (s) need --yes or a yes on a terminal")
     ap.add_argument("--stage", default="map", choices=["map", "data"],
                     help="map: the full job; data: only the aligned input cube (no model)")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an input error too")
@@ -73,11 +78,21 @@ def _data_stage(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else Path("out") / aoi.name
     stage = plan_data_stage(aoi, open_catalog(a.catalog), config=cfg, start=a.start, end=a.end)
     print(f"AOI {aoi.source}: {aoi.area_km2:.2f} km2, {len(stage.granules)} granules in {a.catalog}")
+    for note in stage.aoi.notes + tuple(filter(None, [stage.coverage_note()])):
+        print(f"NOTE: {note}", file=sys.stderr)
     print(stage.plan.summary())
     result = build_cube(stage.plan, stage.granules, out, aux=stage.aux)
     print(result.table())
     print(result.summary())
     return 0
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal (a long run's confirmation)."""
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             base=a.base, engine=a.engine, dates=a.dates, chip_size=a.chip_size, overlap=a.overlap,
             batch_size=a.batch_size, num_actors=a.actors, actor_cpus=a.actor_cpus, read_cpus=a.read_cpus,
             block=a.block, resume=a.resume, overwrite=a.overwrite, quicklook=not a.no_quicklook,
-            ray_address=a.ray_address, classifier=a.classifier,
+            ray_address=a.ray_address, classifier=a.classifier, yes=a.yes, confirm_over_s=a.confirm_over_s,
         )
         import ray
 
         started = not ray.is_initialized()
-        summary = run_map(cfg, progress=not a.no_progress)
+        summary = run_map(cfg, progress=not a.no_progress, confirm=_ask if sys.stdin.isatty() else None)
     except Exception as exc:  # a user mistake (also from a Ray worker) -> one line; a bug is re-raised
         err = user_error(exc)
         if err is None:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import yaml
 
 from lssr_ray.config import TrainConfig, load_yaml
-from lssr_ray.errors import ConfigError
+from lssr_ray.errors import ConfigError, LssrError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS inside `ray job submit`, "
                    "else a new local Ray)")
     p.add_argument("--summary-json", help="also write the final summary here")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an input error")
     return p.parse_args(argv)
 
 
@@ -54,7 +55,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        data[key.strip()] = yaml.safe_load(value)
+        try:
+            data[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
     # YAML 1.1 reads "1e-4" (no dot) as a string: give numeric fields numbers or a clear error
     for f in dataclasses.fields(TrainConfig):
         kind = type(f.default)
@@ -67,16 +71,37 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 2 with one line ``error: ...`` for a bad config, pairs store or storage path
+    (checked before Ray starts); ``--debug`` shows the traceback instead."""
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except LssrError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    from lssr_ray.train.preflight import check_train_inputs
+
+    check_train_inputs(cfg)  # before Ray: a bad input is one line, not Ray Train retrying it
 
     import ray
 
     from lssr_ray.train.trainer import final_table, run_training
 
     address = args.address or os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
-    # no address: a fresh local Ray ("local"), never someone else's cluster on the same machine
-    ray.init(address=address or "local", ignore_reinit_error=True, log_to_driver=True)
+    if address:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    elif not ray.is_initialized():
+        from lssr_ray.ray_local import start_local_ray
+
+        # a fresh local Ray ("local"), never someone else's cluster on the same machine; reaped
+        # with its agents if this driver is killed
+        start_local_ray(log_to_driver=True)
     print(f"[train] config: {json.dumps(dataclasses.asdict(cfg))}", flush=True)
     t0 = time.perf_counter()
     summary = run_training(cfg)

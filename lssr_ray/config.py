@@ -114,8 +114,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    with p.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with p.open() as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1} column {where.column + 1}" if where is not None else ""
+        raise ConfigError(f"{p}: malformed YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
     return data
@@ -219,7 +224,8 @@ class MapConfig:
     base: str = str(REPO_ROOT / "models" / "small-sd-base")
     """Frozen SD base folder or ``s3://`` URI. *Run identity* (fingerprint)."""
     engine: str = "auto"
-    """``auto`` | ``torch`` | ``onnxruntime`` | ``tensorrt``. *Run identity* (resolved kind)."""
+    """``auto`` | ``torch`` | ``onnxruntime`` | ``tensorrt`` | ``bicubic`` (no model: x3 bicubic, for
+    dry runs). *Run identity* (resolved kind)."""
     dates: str = "all"
     """``all`` (one time step per distinct acquisition date) or ``clearest`` (one step: the
     clearest date per chip). *Run identity*."""
@@ -253,17 +259,32 @@ class MapConfig:
     classifier: str | None = None
     """Crop-type classifier folder for the final crop_type stage; default the bundled
     ``models/croptype-lgbm`` when present; ``"none"`` skips the stage (noted in the store)."""
+    yes: bool = False
+    """Start a run estimated longer than :attr:`confirm_over_s` without asking (``--yes``)."""
+    confirm_over_s: float = 3600.0
+    """Runs estimated longer than this (seconds) need ``--yes`` or a confirmation on a terminal;
+    non-interactive runs without ``--yes`` are refused before anything is written."""
+    chip_s_estimate: float = 0.5
+    """Seconds per chip-date per LSSR actor used for that estimate (CPU torch measured 0.6-0.8 s,
+    onnxruntime about half; GPUs far less)."""
+    stall_timeout_s: float = 900.0
+    """Stage 1 stops with an error (committed chips kept) when no chip is committed for this long."""
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", "torch", "onnxruntime", "tensorrt"):
+        if self.engine not in ("auto", "torch", "onnxruntime", "tensorrt", "bicubic"):
             raise ConfigError(
-                f"engine must be one of auto, torch, onnxruntime, tensorrt; got {self.engine!r}"
+                f"engine must be one of auto, torch, onnxruntime, tensorrt, bicubic; got {self.engine!r}"
             )
         if self.dates not in ("all", "clearest"):
             raise ConfigError(f"dates must be one of all, clearest; got {self.dates!r}")
         for name in ("batch_size", "block", "read_actors"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.confirm_over_s < 0 or self.chip_s_estimate < 0 or self.stall_timeout_s <= 0:
+            raise ConfigError(
+                f"confirm_over_s and chip_s_estimate must be >= 0 and stall_timeout_s > 0, got "
+                f"{self.confirm_over_s}, {self.chip_s_estimate}, {self.stall_timeout_s}"
+            )
         if self.num_actors < 0 or self.actor_cpus <= 0 or self.read_cpus <= 0:
             raise ConfigError(
                 f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "

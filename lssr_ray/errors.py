@@ -59,6 +59,10 @@ class StoreLockedError(StoreError):
     """Another run holds the output store's lock; the message names it and its heartbeat."""
 
 
+class IncompleteRunError(LssrError):
+    """A run stopped or stalled with planned chips not committed; what was committed is kept."""
+
+
 class BatchError(LssrError, ValueError):
     """A batch dict does not follow the batch contract (docs/ARCHITECTURE.md): key, dtype, shape or range."""
 

@@ -9,7 +9,14 @@ UTM zone rule (documented contract, used by :mod:`lssr_ray.data.grid`):
   (transverse Mercator stays usable a few degrees outside its zone); :attr:`AOI.notes` records it
   and a :class:`UserWarning` is emitted.
 * An AOI spanning more than :data:`MAX_UTM_ZONES` zones (about 18 degrees of longitude) is
-  rejected with :class:`~lssr_ray.errors.AOIError`: split it into several AOIs.
+  rejected with :class:`~lssr_ray.errors.AOIError`: split it into several AOIs. Zones are those
+  the *geometry* touches (not its bounding box).
+
+Antimeridian: a ring with an edge spanning more than 180 degrees of longitude is read as crossing
+180 the short way, and a MultiPolygon whose parts touch both +180 and -180 (the RFC 7946 split
+form) as one area across 180; zone and projection are computed from that unwrapped area, and
+:attr:`AOI.geometry` holds its RFC 7946 split form (for catalog searches). Every such reading and
+every repair is a line in :attr:`AOI.notes`, which the mapping job prints and stores.
 """
 
 from __future__ import annotations
@@ -115,7 +122,7 @@ def _check_lonlat(geom: Any, source: str) -> None:
         )
 
 
-def _polygonal(geom: Any) -> Any:
+def polygonal_part(geom: Any) -> Any:
     """Keep only the polygonal parts of a geometry (make_valid may return collections)."""
     from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
     from shapely.ops import unary_union
@@ -131,13 +138,17 @@ def _polygonal(geom: Any) -> Any:
 def utm_zone_for(geometry_wgs84: Any, *, max_zones: int = MAX_UTM_ZONES) -> tuple[str, tuple[int, ...]]:
     """Return (``"EPSG:326zz"``/``"EPSG:327zz"``, zones touched) for a lon/lat geometry.
 
-    The zone is the one containing the centroid (hemisphere by the centroid's latitude);
-    raises :class:`AOIError` when the bounding box touches more than ``max_zones`` zones.
+    The zone is the one containing the centroid (hemisphere by the centroid's latitude); zones
+    touched are those whose EPSG area of use overlaps the geometry itself with a non-zero area.
+    Longitudes up to 540 (an area unwrapped across the antimeridian) are accepted. Raises
+    :class:`AOIError` when the geometry touches more than ``max_zones`` zones.
     """
     from pyproj.aoi import AreaOfInterest
     from pyproj.database import query_utm_crs_info
+    from shapely.geometry import Point, box
 
     c = geometry_wgs84.centroid
+    c = Point((c.x + 180.0) % 360.0 - 180.0, c.y)  # an unwrapped centroid back in -180..180
     minx, miny, maxx, maxy = geometry_wgs84.bounds
     north = c.y >= 0
     suffix = "N" if north else "S"
@@ -154,7 +165,15 @@ def utm_zone_for(geometry_wgs84: Any, *, max_zones: int = MAX_UTM_ZONES) -> tupl
         raise AOIError(f"no WGS 84 UTM zone contains the AOI centroid ({c.x:.4f}, {c.y:.4f})")
     # several candidates only on a zone edge: take the lowest EPSG code (deterministic)
     chosen = min(here, key=lambda i: int(i.code))
-    spanned = sorted({int(i.name.split()[-1][:-1]) for i in infos(AreaOfInterest(minx, miny, maxx, maxy))})
+    pieces = [(minx, min(maxx, 180.0), 0.0)] + ([(-180.0, maxx - 360.0, 360.0)] if maxx > 180 else [])
+    touched: set[int] = set()
+    for west, east, shift in pieces:
+        for i in infos(AreaOfInterest(west, miny, east, maxy)):
+            a = i.area_of_use
+            strip = box(a.west + shift, a.south, a.east + shift, a.north)
+            if geometry_wgs84.intersection(strip).area > 0:
+                touched.add(int(i.name.split()[-1][:-1]))
+    spanned = sorted(touched)
     if len(spanned) > max_zones:
         raise AOIError(
             f"AOI spans {len(spanned)} UTM zones {spanned} (lon {minx:.2f}..{maxx:.2f}); at most "
@@ -163,14 +182,58 @@ def utm_zone_for(geometry_wgs84: Any, *, max_zones: int = MAX_UTM_ZONES) -> tupl
     return f"EPSG:{chosen.code}", tuple(spanned)
 
 
+def _crosses_antimeridian(poly: Any) -> bool:
+    """True if a ring of ``poly`` has an edge spanning more than 180 degrees of longitude."""
+    import numpy as np
+    import shapely
+
+    rings = [poly.exterior, *poly.interiors] if poly.geom_type == "Polygon" else [
+        r for q in shapely.get_parts(poly) for r in (q.exterior, *q.interiors)]
+    return any(len(r.coords) > 1 and bool((np.abs(np.diff(np.asarray(r.coords)[:, 0])) > 180).any()) for r in rings)
+
+
+def _shift_west(geom: Any, *, parts: bool) -> Any:
+    """Longitudes < 0 moved by +360: per vertex (a ring crossing 180), or per part (split form)."""
+    import numpy as np
+    import shapely
+    from shapely import affinity
+
+    if parts:
+        return shapely.union_all([affinity.translate(q, xoff=360.0) if q.centroid.x < 0 else q
+                                  for q in shapely.get_parts(geom)])
+    return shapely.transform(geom, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360.0, xy[:, 0]),
+                                                               xy[:, 1]]))
+
+
+def _touches_both_sides(geom: Any) -> bool:
+    """Parts touch +180 and -180: the RFC 7946 split form of an area across the antimeridian."""
+    import shapely
+
+    parts = shapely.get_parts(geom)
+    return len(parts) > 1 and any(q.bounds[2] >= 180.0 for q in parts) and any(q.bounds[0] <= -180.0 for q in parts)
+
+
+def split_at_antimeridian(geometry: Any) -> Any:
+    """An area in unwrapped longitudes (up to 540) in RFC 7946 form: cut at 180, parts in -180..180."""
+    import shapely
+    from shapely import affinity
+    from shapely.geometry import box
+
+    if geometry.bounds[2] <= 180.0:
+        return geometry
+    east = geometry.intersection(box(-180.0, -90.0, 180.0, 90.0))
+    west = affinity.translate(geometry.intersection(box(180.0, -90.0, 540.0, 90.0)), xoff=-360.0)
+    return polygonal_part(shapely.union_all([polygonal_part(east), polygonal_part(west)]))
+
+
 def parse_aoi(obj: dict[str, Any] | str, source: str = "<geojson>", *, max_zones: int = MAX_UTM_ZONES) -> AOI:
     """Validate a GeoJSON object (dict or JSON text) and choose its UTM CRS.
 
-    Invalid rings are repaired with :func:`shapely.make_valid` and the repair is recorded in
-    :attr:`AOI.notes`; an AOI that spans two or more zones gets a note and a warning.
+    Invalid rings are repaired with :func:`shapely.make_valid` and the repair (with the area as
+    drawn and after) is recorded in :attr:`AOI.notes`; so are an AOI read across the antimeridian
+    (see the module docstring) and one that spans two or more zones (also a warning).
     """
     import shapely
-    from pyproj import Transformer
     from shapely.ops import unary_union
 
     if isinstance(obj, str):
@@ -180,27 +243,48 @@ def parse_aoi(obj: dict[str, Any] | str, source: str = "<geojson>", *, max_zones
             raise AOIError(f"{source}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
     polys = _polygons_from(obj, source)
     notes: list[str] = []
+    repairs: list[tuple[str, Any, Any]] = []  # (reason, as drawn, repaired): noted once the CRS is known
     fixed = []
     for p in polys:
         if p.is_empty:
             continue
         _check_lonlat(p, source)
+        if _crosses_antimeridian(p):
+            p = _shift_west(p, parts=False)
+            notes.append("AOI ring crosses the antimeridian (an edge spans more than 180 degrees of longitude): "
+                         "read as the short way across 180")
         if not p.is_valid:
             why = shapely.is_valid_reason(p)
-            p = _polygonal(shapely.make_valid(p))
-            notes.append(f"invalid polygon repaired with make_valid ({why})")
+            drawn, p = p, polygonal_part(shapely.make_valid(p))
+            repairs.append((why, drawn, p))
         fixed.append(p)
     geom = unary_union(fixed) if fixed else None
     if geom is None or geom.is_empty or geom.area == 0:
         raise AOIError(f"{source}: AOI is empty (no polygon with a non-zero area)")
+    if _touches_both_sides(geom):
+        geom = _shift_west(geom, parts=True)
+        notes.append("AOI is in the RFC 7946 split form at the antimeridian (parts touching +180 and -180): "
+                     "read as one area across 180")
     crs, zones = utm_zone_for(geom, max_zones=max_zones)
+    for why, drawn, repaired in repairs:
+        notes.append(f"invalid polygon repaired with make_valid ({why}): area {to_crs(drawn, crs).area / 1e6:.4f} km2 "
+                     f"as drawn (shoelace) -> {to_crs(repaired, crs).area / 1e6:.4f} km2 after the repair")
     if len(zones) > 1:
         msg = f"AOI spans UTM zones {list(zones)}; projected into the centroid's zone {crs}"
         notes.append(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
-    to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    utm = shapely.transform(geom, to_utm.transform, interleaved=False)
-    return AOI(geometry=geom, crs=crs, utm_geometry=utm, zones=zones, notes=tuple(notes), source=source)
+    utm = to_crs(geom, crs)
+    return AOI(geometry=split_at_antimeridian(geom), crs=crs, utm_geometry=utm, zones=zones, notes=tuple(notes),
+               source=source)
+
+
+def to_crs(geometry_wgs84: Any, crs: str) -> Any:
+    """A lon/lat geometry projected into ``crs`` (pyproj; longitudes beyond ±180 are fine)."""
+    import shapely
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    return shapely.transform(geometry_wgs84, tr.transform, interleaved=False)
 
 
 def read_aoi(path: str | Path, *, max_zones: int = MAX_UTM_ZONES) -> AOI:
@@ -232,4 +316,16 @@ def write_box_aoi(path: str | Path, bounds: tuple[float, float, float, float], c
     return str(path)
 
 
-__all__ = ["ACCEPTED_TYPES", "AOI", "MAX_UTM_ZONES", "box_aoi", "parse_aoi", "read_aoi", "utm_zone_for", "write_box_aoi"]
+__all__ = [
+    "ACCEPTED_TYPES",
+    "AOI",
+    "MAX_UTM_ZONES",
+    "box_aoi",
+    "parse_aoi",
+    "polygonal_part",
+    "read_aoi",
+    "split_at_antimeridian",
+    "to_crs",
+    "utm_zone_for",
+    "write_box_aoi",
+]

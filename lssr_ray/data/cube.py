@@ -381,24 +381,59 @@ class DataStage:
     """Chip plan on the grid snapped to the granules' 30 m lattice."""
     aux: AuxSource
     """Aux layer hrefs from the catalog."""
+    outside_km2: float = 0.0
+    """AOI area no granule footprint covers in the date range (no chips are planned there)."""
+
+    def coverage_note(self) -> str | None:
+        """``"outside coverage: N km2 ..."`` when part of the AOI has no granule, else None."""
+        if self.outside_km2 <= 0:
+            return None
+        return (f"outside coverage: {self.outside_km2:.2f} km2 of the AOI's "
+                f"{self.outside_km2 + self.aoi.area_km2:.2f} km2 has no granule in the date range; "
+                f"chips are planned over the covered {self.aoi.area_km2:.2f} km2 only")
+
+
+def covered_part(aoi: Any, granules: Sequence[Any]) -> tuple[Any, float]:
+    """(the AOI clipped to the granules' footprints, km2 of the AOI outside them).
+
+    Footprints are the items' GeoJSON geometries (their lon/lat bbox when they have none). The
+    clipped AOI keeps the zone and CRS of the whole AOI so its grid is the one the full AOI would
+    have; an AOI fully covered is returned unchanged.
+    """
+    import shapely
+    from shapely.geometry import box, shape
+
+    from lssr_ray.data.aoi import polygonal_part, to_crs
+
+    prints = [shape(g.geometry) if getattr(g, "geometry", None) else box(*g.bbox) for g in granules]
+    inside = aoi.geometry.intersection(shapely.union_all(prints))
+    if inside.equals(aoi.geometry) or inside.area >= aoi.geometry.area * (1 - 1e-9):
+        return aoi, 0.0
+    inside = polygonal_part(inside)
+    utm = to_crs(inside, aoi.crs)
+    outside = max(0.0, aoi.area_km2 - float(utm.area) / 1e6)
+    return dataclasses.replace(aoi, geometry=inside, utm_geometry=utm), outside
 
 
 def plan_data_stage(aoi: Any, catalog: Any, *, config: GridConfig | None = None, start: str | None = None,
                     end: str | None = None, collections: Sequence[str] | None = None) -> DataStage:
     """Search the catalog, snap the grid to the granules' 30 m lattice and plan the chips.
 
-    The lattice anchor is taken from the first granule in the AOI's UTM CRS; granules in
-    another zone are warped onto the grid at read time. :class:`CoverageError` if no granule.
+    Chips are planned only over the part of the AOI the granules' footprints cover
+    (:func:`covered_part`; the rest is :attr:`DataStage.outside_km2`). The lattice anchor is taken
+    from the first granule in the AOI's UTM CRS; granules in another zone are warped onto the grid
+    at read time. :class:`CoverageError` if no granule.
     """
     from lssr_ray.data.grid import anchor_of, plan_chips
 
     config = config or GridConfig()
     granules = search_granules(catalog, aoi, start=start, end=end, collections=collections)
+    aoi, outside_km2 = covered_part(aoi, granules)  # never plan chips where no granule can have data
     same = [g for g in granules if str(g.crs).upper() == aoi.crs.upper()]
     anchor = anchor_of(Affine(*tuple(same[0].transform)[:6])) if same else (0.0, 0.0)
     plan = plan_chips(aoi, config=config, anchor=anchor)
     aux = aux_from_catalog(catalog, aoi) if hasattr(catalog, "aux_items") else AuxSource()
-    return DataStage(aoi=aoi, granules=tuple(granules), plan=plan, aux=aux)
+    return DataStage(aoi=aoi, granules=tuple(granules), plan=plan, aux=aux, outside_km2=outside_km2)
 
 
 __all__ = [
@@ -411,6 +446,7 @@ __all__ = [
     "GranuleLike",
     "aux_from_catalog",
     "build_cube",
+    "covered_part",
     "plan_data_stage",
     "read_chips",
     "search_granules",

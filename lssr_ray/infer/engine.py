@@ -6,9 +6,10 @@ dict: it reads the model inputs :data:`MODEL_INPUTS` (``lr`` (B, 6, h, w) float3
 ignores other keys (``chip_id``, ...), and returns ``{"sr": (B, 6, 3h, 3w) float32}``.
 It is what a Ray Data ``map_batches`` actor holds: built once in ``__init__``, called per batch.
 
-Kinds are strings that can grow: ``"torch"``, ``"onnxruntime"``, ``"tensorrt"`` and ``"auto"``
-(TensorRT when it imports and a CUDA GPU is present, else onnxruntime; torch when only a torch
-module is given). Backends are imported only when their kind is asked for.
+Kinds are strings that can grow: ``"torch"``, ``"onnxruntime"``, ``"tensorrt"``, ``"bicubic"``
+(no model: x3 bicubic upsampling, for dry runs and pipeline tests) and ``"auto"`` (TensorRT when
+it imports and a CUDA GPU is present, else onnxruntime; torch when only a torch module is given;
+never bicubic). Backends are imported only when their kind is asked for.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ INPUT_DTYPES: dict[str, str] = {
     "present": "float32",
 }
 """dtype of each model input (the batch contract)."""
-ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt")
+ENGINE_KINDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt", "bicubic")
 """Accepted ``kind`` values of :func:`make_engine`."""
 
 
@@ -141,7 +142,7 @@ def make_engine(
     """Build an engine.
 
     Args:
-        kind: one of :data:`ENGINE_KINDS`.
+        kind: one of :data:`ENGINE_KINDS` (``bicubic`` needs neither a module nor a graph).
         onnx_path: the exported model (onnxruntime, tensorrt).
         torch_module: an ``nn.Module`` or callable ``f(lr, dem, landcover, sar, month, present)``
             (torch).
@@ -155,6 +156,10 @@ def make_engine(
         cache_dir: where TensorRT engines (and onnxruntime TensorRT EP caches) are kept.
     """
     concrete = resolve_kind(kind, onnx_path=onnx_path, torch_module=torch_module)
+    if concrete == "bicubic":
+        from lssr_ray.infer.bicubic_engine import BicubicEngine
+
+        return BicubicEngine(batch_size=batch_size or 8, chip_shape=chip_shape or (64, 64))
     if concrete == "torch":
         if torch_module is None:
             raise ConfigError("engine kind 'torch' needs torch_module=<nn.Module or callable>")

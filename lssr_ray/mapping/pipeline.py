@@ -83,6 +83,9 @@ class MapPlan:
     """Run identity (see :func:`run_identity`)."""
     warnings: list[str] = field(default_factory=list)
     """Warnings to print and record in the store."""
+    notes: list[str] = field(default_factory=list)
+    """How the inputs were read (AOI repairs, antimeridian, outside coverage): printed and
+    recorded in the store's ``aoi_notes`` attribute."""
 
     @property
     def run_id(self) -> str:
@@ -165,9 +168,10 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     store = cfg.out or str(Path.cwd() / "out" / f"{aoi.name}.zarr")
     ident = run_identity(cfg, aoi_bytes=Path(cfg.aoi).read_bytes(), base_sha256=base_sha,
                          adapter_sha256=adapter, engine=engine)
+    notes = [*stage.aoi.notes, *filter(None, [stage.coverage_note()])]
     return MapPlan(cfg=cfg, stage=stage, store=store, times=[np.datetime64(d, "D") for d in days],
                    granules_by_time=by_time, engine=engine, checkpoint=checkpoint, identity=ident,
-                   warnings=[warn] if warn else [])
+                   warnings=[warn] if warn else [], notes=notes)
 
 
 def onnx_graph(plan: MapPlan) -> bytes:
@@ -198,7 +202,7 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     cfg = plan.cfg
     kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
                           "batch_size": cfg.batch_size, "chip_size": cfg.chip_size}
-    if plan.engine != "torch":
+    if plan.engine not in ("torch", "bicubic"):
         kw["onnx"] = onnx_graph(plan)
     return kw
 
@@ -245,15 +249,17 @@ def init_ray(cfg: MapConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # "local": never join another user's cluster found via /tmp/ray on a shared machine
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        from lssr_ray.ray_local import start_local_ray
+
+        # a reaper takes this local Ray (agents included) down with the driver, even after SIGKILL
+        start_local_ray(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
         _LOCAL_RAY_ENV = _forwarded_env()
     return True
 
 
 def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> None:
     from lssr_ray.mapping.output_target import OURS, output_state
-    from lssr_ray.mapping.store import create_store, open_store, provenance_attrs
+    from lssr_ray.mapping.store import create_store, open_store, provenance_attrs, read_layout
 
     cfg, url = plan.cfg, plan.store
     if output_state(url, storage_options=storage_options) == OURS and not cfg.overwrite:
@@ -268,6 +274,10 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
                 f"(store: {[old.get(k) for k in diff]}, now: {[plan.identity.get(k) for k in diff]}); "
                 "use the same settings, another --out, or --overwrite"
             )
+        planned, stored = tuple(plan.stage.plan.grid.output_shape), read_layout(url, storage_options=storage_options).shape
+        if tuple(stored) != planned:  # e.g. a store planned over the whole AOI before chips followed coverage
+            raise ConfigError(f"cannot resume {url}: its grid is {tuple(stored)} px, this run plans {planned} px; "
+                              "use another --out or --overwrite")
         return
     g = plan.stage.plan.grid
     attrs = provenance_attrs(
@@ -275,11 +285,20 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
         adapter_hash=plan.identity["adapter_sha256"], engine=plan.engine,
         extra={"run_config": json.dumps(plan.identity, sort_keys=True), "run_id": plan.run_id,
                "time_mode": plan.cfg.dates, "chip_size": plan.cfg.chip_size, "overlap": plan.cfg.overlap,
-               "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings)},
+               "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings), "aoi_notes": list(plan.notes),
+               "outside_coverage_km2": round(plan.stage.outside_km2, 4)},
     )
     create_store(url, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=g.output_shape,
                  chunk=plan.stage.plan.chunk_size, times=plan.times, attrs=attrs,
                  storage_options=storage_options, overwrite=cfg.overwrite)
+
+
+def _committed(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[int, set[str]]:
+    """``{ti: ids of chips with a committed partial}`` (ok or skipped) for every time step."""
+    from lssr_ray.mapping.partials import done_chip_ids
+
+    return {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options)
+            for ti in range(len(plan.times))}
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -330,8 +349,12 @@ def refuse_live_lock(plan: MapPlan, storage_options: Mapping[str, Any] | None = 
 
 
 def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
-            on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
+            on_commit: Callable[[dict[str, Any]], None] | None = None,
+            confirm: Callable[[str], bool] | None = None) -> MapSummary:
     """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary` (see :func:`_run_map`).
+
+    A run estimated longer than ``cfg.confirm_over_s`` starts only with ``cfg.yes`` or when
+    ``confirm(question)`` (a terminal prompt; None = non-interactive) returns True.
 
     A failure while an ``s3://`` catalog or store endpoint is down is raised as
     :class:`~lssr_ray.errors.StorageUnreachableError` naming the endpoint (the original error
@@ -342,7 +365,8 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
 
     advice = resume_advice(cfg, storage_options)  # asked now: after a failure the endpoint may be gone
     try:
-        return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit)
+        return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit,
+                        confirm=confirm)
     except StorageUnreachableError:
         raise
     except Exception as exc:
@@ -369,7 +393,8 @@ def resume_advice(cfg: MapConfig, storage_options: Mapping[str, Any] | None = No
 
 
 def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[str, Any] | None = None,
-             on_commit: Callable[[dict[str, Any]], None] | None = None) -> MapSummary:
+             on_commit: Callable[[dict[str, Any]], None] | None = None,
+             confirm: Callable[[str], bool] | None = None) -> MapSummary:
     """Map ``cfg.aoi`` into the store; returns the run's :class:`MapSummary`.
 
     Ray is started (or joined) if it is not running yet and left running for the caller
@@ -377,7 +402,12 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     """
     import ray
 
-    from lssr_ray.mapping.partials import done_chip_ids
+    from lssr_ray.mapping.accounting import (
+        check_accounted,
+        confirm_run,
+        stream_with_watchdog,
+        unaccounted,
+    )
     from lssr_ray.mapping.store import StoreLock, finalize_store
 
     t0 = time.perf_counter()
@@ -391,9 +421,14 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     preflight(plan, storage_options)  # output, engine, checkpoint/base, catalog CRS: before any write or Ray
     for w in plan.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    for n in plan.notes:  # every repair or reinterpretation of the input is told, not hidden
+        print(f"NOTE: {n}", file=sys.stderr)
     if progress:  # what a user sees first: the chip plan and the dates
         print(plan.stage.plan.summary(), flush=True)
         print(f"{len(plan.times)} date(s): {', '.join(str(t) for t in plan.times)}", flush=True)
+    chip_ids = [c.id for c in plan.stage.plan.chips]
+    todo = len(unaccounted(chip_ids, {} if cfg.overwrite else _committed(plan, storage_options), len(plan.times)))
+    confirm_run(todo, len(chip_ids), len(plan.times), cfg, confirm)  # before anything is written
     refuse_live_lock(plan, storage_options)  # before the store is created or overwritten
     _open_or_create(plan, storage_options)
     chips = plan.stage.plan
@@ -403,7 +438,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
                          n_times=nt, chip_dates=len(chips) * nt, chunk_km2=(core * chips.grid.output_resolution) ** 2 / 1e6,
                          aoi_km2=chips.aoi_area_km2, warnings=list(plan.warnings))
     with StoreLock(plan.store, plan.run_id, storage_options=storage_options) as lock:
-        done = {ti: done_chip_ids(time_partials(plan.store, ti), storage_options=storage_options) for ti in range(nt)}
+        done = _committed(plan, storage_options)
         summary.resumed = sum(len(v & {c.id for c in chips.chips}) for v in done.values())
         items = work_items(plan, done)
         init_ray(cfg)
@@ -438,8 +473,12 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
                                 fn_constructor_kwargs={"storage_options": storage_options}, batch_size=cfg.batch_size,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
                                 num_cpus=min(0.25, cfg.read_cpus), runtime_env=env)
+            def so_far() -> str:
+                return f" ({summary.computed} of {remaining} chip-dates of this run committed)"
+
             with _progress(remaining, "stage 1 chips", progress) as bar:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for batch in stream_with_watchdog(lambda: ds.iter_batches(batch_size=None, batch_format="numpy"),
+                                                  stall_s=cfg.stall_timeout_s, idle=beat, describe=so_far):
                     for i in range(len(batch["chip_id"])):
                         rec = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i] for k in batch}
                         summary.computed += 1
@@ -458,6 +497,8 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
             if cfg.dates == "clearest":  # quicklook input: most-used granules first
                 plan.granules_by_time[0].sort(key=lambda g: -used.get(str(g.id), 0))
         summary.stage1_s = time.perf_counter() - t1
+        # completion is what the partials say, checked against the plan (not the executor's word)
+        check_accounted(chip_ids, _committed(plan, storage_options), nt, plan.labels)
 
         t2 = time.perf_counter()
         chunks = [{"row": c.row, "col": c.col, "ti": ti} for ti in range(nt) for c in chips.chips]

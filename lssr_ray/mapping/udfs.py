@@ -228,7 +228,7 @@ class LSSRPredictor:
     ``infer_s``. The input arrays are dropped so only predictions travel on.
 
     Args:
-        engine: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto`` (:func:`make_engine`).
+        engine: ``torch``, ``onnxruntime``, ``tensorrt``, ``bicubic`` or ``auto`` (:func:`make_engine`).
         checkpoint: adapter checkpoint folder, or None for untrained adapters (seeded).
         base: frozen base folder / URI.
         onnx: the exported graph as bytes (or a path) for the ONNX engines; written to a
@@ -253,7 +253,9 @@ class LSSRPredictor:
         self.scale = 3
         kind = resolve_kind(engine, onnx_path=onnx if onnx is not None else None,
                             torch_module=None if onnx is not None else True)
-        if kind == "torch":
+        if kind == "bicubic":  # no model to load: the pipeline at the cost of an interpolation
+            self.engine = make_engine("bicubic", batch_size=batch_size, chip_shape=(chip_size, chip_size))
+        elif kind == "torch":
             import torch
 
             model = load_lssr_model(checkpoint, base=base, seed=seed)

@@ -228,3 +228,20 @@ def test_tensorrt_cache_key_and_shapes():
         engine_cache_key(b"model", shapes, gpu_name="NVIDIA H100", trt_version="10.4.0"),
     ):
         assert changed != k
+
+
+def test_bicubic_engine_is_the_untrained_baselines_bicubic():
+    """The model-free engine gives what the residual CNN gives at init (its bicubic x3, clamped):
+    two owners of "bicubic" that must agree; 'auto' never picks it."""
+    from lssr_ray.model.baseline import ResidualCNN
+
+    batch = make_batch(5, seed=3)
+    batch["lr"] = np.clip(np.nan_to_num(batch["lr"]) * 2 - 1, -1, 1).astype(np.float32)  # image range
+    eng = make_engine("bicubic", batch_size=2, chip_shape=(H, W))
+    assert isinstance(eng, Engine) and eng.name == "bicubic"
+    sr = eng(batch)["sr"]
+    assert sr.shape == (5, 6, 3 * H, 3 * W) and sr.dtype == np.float32
+    with torch.no_grad():
+        want = ResidualCNN().eval()(torch.from_numpy(batch["lr"])).numpy()
+    np.testing.assert_allclose(sr, want, atol=1e-6)
+    assert resolve_kind("auto", onnx_path="x.onnx") != "bicubic"
