@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allow-seen", action="store_true",
                    help="score locations a model trained or was pretrained on, labelled 'seen (not an evaluation)'")
     p.add_argument("--variants", help="comma-separated test-time variants of the uncertainty "
-                                      "(default: identity,flip_x,flip_y,rot90,no_dem,no_sar)")
+                                      "(default: identity,flip_x,rot90,no_sar)")
     return p.parse_args(argv)
 
 

@@ -672,7 +672,7 @@ def _convert_patch(folder: Path, st: _Settings, rep: ConversionReport) -> list[P
             sensor_pair=sensor, source=";".join(base_src + extra_src), lr_bands=lr_bands, hr_bands=hr_bands,
             hr_res=hr_res, band_adjust=st.band_adjust, psf_sigma=sigma,
             dem=None if dem is None else dem[ys, xs], landcover=None if lc is None else lc[ys, xs],
-            sar=None if sar is None else sar[:, ys, xs], location=location_from_folder(folder.name),
+            sar=None if sar is None else sar[:, ys, xs], location=location_from_folder(folder.resolve().name),
         )
 
     out: dict[str, Pair] = {}
@@ -804,7 +804,7 @@ def _convert_monthly(path: Path, st: _Settings, rep: ConversionReport) -> list[P
                 hr_bands="S2:" + ",".join(bands[c] for c in OUTPUT_BANDS), hr_res=hr_res,
                 band_adjust=st.band_adjust, psf_sigma=sigma,
                 dem=None if dem is None else dem[ys, xs], sar=None if sar is None else sar[:, ys, xs],
-                location=location_from_folder(path.parent.name),
+                location=location_from_folder(path.resolve().parent.name),
             ))
     if n_cloudy:
         rep.skip(f"{tag}/synthetic", f"{n_cloudy} of {ds.sizes[tdim] * len(chips)} month-chips below min_clear {st.min_clear}")

@@ -34,8 +34,8 @@ SPATIAL_VARIANTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[
 }
 #: Aux-dropout variants: name -> index of the ``present`` flag cleared (order of lssr_ray.data.pairs.AUX).
 DROPOUT_VARIANTS: dict[str, int] = {"no_dem": 0, "no_landcover": 1, "no_sar": 2}
-DEFAULT_VARIANTS: tuple[str, ...] = ("identity", "flip_x", "flip_y", "rot90", "no_dem", "no_sar")
-"""Six forward passes: the plain one, three geometric ones and two aux dropouts."""
+DEFAULT_VARIANTS: tuple[str, ...] = ("identity", "flip_x", "rot90", "no_sar")
+"""Four forward passes: the plain one, a flip, a rotation and SAR dropout (the costliest aux)."""
 #: Batch keys that are rasters (turned with the image); everything else is passed unchanged.
 _RASTER_KEYS = ("lr", "lr_valid", "dem", "landcover", "sar", "hr", "hr_valid")
 

@@ -206,7 +206,7 @@ def evaluate_pairs(
     *,
     chip_size: int = 16,
     halo: int = DEFAULT_HALO,
-    batch_size: int = 4,
+    batch_size: int = 8,
     png_dir: str | Path | None = None,
     max_png: int = 12,
     base: str | None = None,
@@ -294,8 +294,9 @@ def evaluate_pairs(
             for m in (*methods, REFERENCE):
                 pred = P.core(outs[m][j], hp)
                 row[m] = evaluate(torch.as_tensor(pred[None]), torch.as_tensor(t_core[None]))
-                norm = evaluate(torch.as_tensor(P.apply_affine(pred, coef)[None]), torch.as_tensor(t_core[None]))
-                row[m].update({f"{k}_norm": norm[k] for k in ("psnr_rgb", "psnr_ir")})
+                norm = evaluate(torch.as_tensor(P.apply_affine(pred, coef)[None]), torch.as_tensor(t_core[None]),
+                                psnr_only=True)
+                row[m].update({f"{k}_norm": v for k, v in norm.items()})
             group = _group_name(row)
             if row["clear_fraction"] > 0 and "failed QA" not in group:
                 bic = P.core(outs["bicubic"][j], hp)
