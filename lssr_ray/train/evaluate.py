@@ -329,7 +329,7 @@ def evaluate_pairs(
 
 
 def _group_name(row: dict[str, Any]) -> str:
-    name = f"{row['location']} {row['sensor_pair']} ({row['status']})"
+    name = f"{row['location']} {row['sensor_pair']} [{row['status']}]"
     if "qa" in row and not row["qa"]["passed"]:
         name += ", failed QA (not scored)"
     return name

@@ -47,7 +47,9 @@ def checkpoint_locations(folder: str | Path) -> set[str] | None:
         return None
     split = json.loads(f.read_text())
     if "train_locations" in split:
-        return set(split["train_locations"]) | set(split.get("val_locations", []))
+        from lssr_ray.data.pairs import location_from_folder
+
+        return {location_from_folder(x) for x in [*split["train_locations"], *split.get("val_locations", [])]}
     # written before locations were recorded: derive them from the pair ids trained and validated on
     return {location_from_pair_id(p) for p in [*split.get("train", []), *split.get("val", [])]}
 
@@ -55,16 +57,17 @@ def checkpoint_locations(folder: str | Path) -> set[str] | None:
 def base_locations(base: str | Path) -> set[str] | None:
     """Locations a base was pretrained on (``pretrain_locations`` in ``model_index.json`` or a
     ``pretrain_locations.json`` list); None when the base records none (or is not a local folder)."""
+    from lssr_ray.data.pairs import location_from_folder
+
     d = Path(str(base))
+    v = None
     if (d / PRETRAIN_FILE).is_file():
         v = json.loads((d / PRETRAIN_FILE).read_text())
-        return set(v["pretrain_locations"] if isinstance(v, dict) else v)
-    idx = d / "model_index.json"
-    if idx.is_file():
-        v = json.loads(idx.read_text()).get("pretrain_locations")
-        if v is not None:
-            return set(v)
-    return None
+        v = v["pretrain_locations"] if isinstance(v, dict) else v
+    elif (d / "model_index.json").is_file():
+        v = json.loads((d / "model_index.json").read_text()).get("pretrain_locations")
+    # folder names and site ids both accepted: landsat8_l1t_alabama_2015 -> alabama_2015
+    return None if v is None else {location_from_folder(x) for x in v}
 
 
 def seen_locations(checkpoint: str | Path, base: str | Path, cnn: str | Path | None = None) -> dict[str, set[str] | None]:

@@ -80,7 +80,7 @@ def test_groups_by_location_with_n_ci_and_outputs(setup):
     res, out, *_ = setup
     g = res["groups"]
     assert res["location_status"] == {"flanders_31UDS_2018": "held out", "hesbaye_2021": "held out"}
-    hes = g["hesbaye_2021 S2deg-S2 (held out)"]
+    hes = g["hesbaye_2021 S2deg-S2 [held out]"]
     assert hes["n_pairs"] == 3 and res["core_size"] == CHIP - 2 * HALO
     n_real = sum(v["n_pairs"] for k, v in g.items() if k.startswith("flanders_31UDS_2018 L8-S2"))
     assert n_real == 5
@@ -97,7 +97,7 @@ def test_groups_by_location_with_n_ci_and_outputs(setup):
         assert t["improvement"] + t["omission"] + t["hallucination"] == pytest.approx(1.0)
         assert -1 <= t["spearman_rho"] <= 1 and t["consistency_mae"] >= 0
     md = out.with_suffix(".md").read_text()
-    assert "hesbaye_2021 S2deg-S2 (held out)" in md and "lssr-cnn (95 % CI)" in md
+    assert "hesbaye_2021 S2deg-S2 [held out]" in md and "lssr-cnn (95 % CI)" in md
     assert len(list((out.parent / "png").glob("*.png"))) == 2
 
 

@@ -95,6 +95,10 @@ def test_locations_from_legacy_and_new_split_files(tmp_path):
     assert P.base_locations(base) is None
     (base / "model_index.json").write_text(json.dumps({"pretrain_locations": ["flanders_31UDS_2018"]}))
     assert P.base_locations(base) == {"flanders_31UDS_2018"}
+    # the model side's record: a pretrain_locations.json with folder names or site ids
+    (base / "pretrain_locations.json").write_text(json.dumps(
+        {"pretrain_locations": ["flanders_31UDS_2018", "landsat8_l1t_alabama_2015"], "command": "..."}))
+    assert P.base_locations(base) == {"flanders_31UDS_2018", "alabama_2015"}
 
 
 def test_check_locations_refuses_seen_ground_unless_allowed():
