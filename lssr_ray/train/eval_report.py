@@ -60,6 +60,8 @@ def _group_lines(name: str, g: dict[str, Any], result: dict[str, Any], *, md: bo
             lines.append(f"| {k} | " + " | ".join(vals) + " | " + " | ".join(ci) + " |")
         else:
             lines.append(f"{k:>13} " + " ".join(f"{v:>11}" for v in vals) + "  " + "  ".join(f"{c:>34}" for c in ci))
+    if md:
+        lines.append("")
     for m, t in g.get("trust", {}).items():
         lines.append(("- " if md else "  ") + f"trust {m}: rho(uncertainty, |error|) {t['spearman_rho']:.3f}, "
                      f"improvement {t['improvement']:.3f}, omission {t['omission']:.3f}, "
