@@ -187,3 +187,13 @@ def test_conversion_lists_what_it_skipped(setup):
     skipped = " ".join(f"{i}: {r}" for i, r in setup[-1])
     assert "tanzania" in skipped and "no S2_L2A_10m" in skipped
     assert "alabama" in skipped and "not a WorldCereal" in skipped
+
+
+def test_bad_input_is_one_line(setup, tmp_path, capsys):
+    _, _, store, ckpt, cnn, _ = setup
+    job = _job()
+    assert job.main(["--data", str(tmp_path / "nothing"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.json")]) == 1
+    assert job.main(["--data", str(store), "--checkpoint", str(ckpt), "--baseline-cnn", str(cnn), "--chip-size", "24",
+                     "--out", str(tmp_path / "b.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and "smaller than chip_size 24" in err[1]
