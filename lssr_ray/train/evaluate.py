@@ -93,13 +93,6 @@ def _groups(kinds: list[str], ids: list[str], trained: set[str] | None) -> list[
     return sorted(out.items())
 
 
-def _trained_ids(checkpoint: Path) -> set[str] | None:
-    from lssr_ray.train.loop import SPLIT_FILE
-
-    f = checkpoint / SPLIT_FILE
-    return set(json.loads(f.read_text())["train"]) if f.is_file() else None
-
-
 def recorded_base(checkpoint: str | Path) -> str:
     """The base URI recorded in a checkpoint; a relative path is taken from the repository root."""
     from lssr_ray.config import REPO_ROOT
