@@ -181,6 +181,9 @@ class TrainConfig:
     holdout_days: int = 1
     """Training pairs whose target date is within this many days of a validation pair's target
     date are left out (the validation scenes are then never seen, not even degraded); -1: off."""
+    holdout_locations: tuple[str, ...] = ("hesbaye_2021",)
+    """Locations (pairs-store ``location``, docs/TRAINING.md "Protocol") never trained or validated
+    on: the evaluation ground. ``jobs/evaluate.py`` refuses to score a location a checkpoint saw."""
     model: dict = field(default_factory=dict)
     """Overrides of :class:`lssr_ray.model.lssr.LSSRConfig` (timestep, modality_dropout, adapters...)."""
     loss: dict = field(default_factory=dict)

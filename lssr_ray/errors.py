@@ -67,6 +67,10 @@ class BatchError(LssrError, ValueError):
     """A batch dict does not follow the batch contract (docs/ARCHITECTURE.md): key, dtype, shape or range."""
 
 
+class ProtocolError(LssrError, ValueError):
+    """An evaluation would score ground the model trained on or its base was pretrained on."""
+
+
 _REMOTE_ERROR = re.compile(r"^\s*lssr_ray\.errors\.(\w+): (.+?)\s*$", re.MULTILINE)
 
 

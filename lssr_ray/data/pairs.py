@@ -25,6 +25,8 @@ transform  pair, affine               10 m grid affine (a, b, c, d, e, f) = GDAL
 lr_transform pair, affine             30 m grid affine (same origin)
 lr_date, hr_date  pair                acquisition times (UTC, datetime64)
 sensor_pair pair                      ``"L8-S2"`` (real) or ``"S2deg-S2"`` (synthetic)
+location   pair                       stable site id (``flanders_31UDS_2018``): the unit of the
+                                      train / held-out split (:func:`location_from_folder`)
 ========== ========================== ==================================================
 
 plus strings ``lr_bands``, ``hr_bands``, ``band_adjust``, ``source`` and float
@@ -109,6 +111,8 @@ class Pair:
     """(3h, 3w) int class index, 0 unknown, or None."""
     sar: np.ndarray | None = None
     """(2, 3h, 3w) float32 VV, VH dB, or None."""
+    location: str = ""
+    """Stable site id (:func:`location_from_folder` of the source folder); "" = derive from the id."""
 
     @property
     def lr_transform(self) -> tuple[float, ...]:
@@ -134,6 +138,57 @@ class Pair:
             raise ConfigError(f"{self.pair_id}: band_adjust {self.band_adjust!r}; valid: {_psf.BANDPASS_CHOICES}")
         if len(self.transform) != 6:
             raise ConfigError(f"{self.pair_id}: transform must be 6 affine coefficients, got {self.transform}")
+
+
+_SOURCE_PREFIXES = ("worldcereal_", "landsat8_l1t_", "landsat8_", "hls_")
+
+
+def location_from_folder(name: str) -> str:
+    """Stable site id of a sample folder: the folder name without its source prefix and without
+    ``monthly`` (``worldcereal_hesbaye_monthly_2021`` -> ``hesbaye_2021``,
+    ``worldcereal_flanders_31UDS_2018`` -> ``flanders_31UDS_2018``). Pairs of one location share
+    fields and dates, so the train / held-out split is made by location, never by date."""
+    s = re.sub(r"[^A-Za-z0-9]+", "_", Path(name).name).strip("_")
+    for pre in _SOURCE_PREFIXES:
+        if s.lower().startswith(pre):
+            s = s[len(pre):]
+            break
+    return "_".join(w for w in s.split("_") if w.lower() != "monthly") or s
+
+
+def _folder_of_patch_id(patch_id: str) -> str | None:
+    """Bundled sample folder holding files named after ``patch_id`` (WorldCereal patch ids)."""
+    from lssr_ray.data.samples import SAMPLES_DIR
+
+    if not SAMPLES_DIR.is_dir() or not re.fullmatch(r"[A-Za-z0-9-]+", patch_id):
+        return None
+    hits = sorted({f.parent.name for f in SAMPLES_DIR.glob(f"*/*{patch_id}*")})
+    return hits[0] if len(hits) == 1 else None
+
+
+def location_from_pair_id(pair_id: str) -> str:
+    """Location of a pair from its id alone (stores written before ``location`` existed): the
+    part before the sensor-pair tag, mapped through the bundled sample folder that holds that
+    patch id (``00002806639B424A`` -> ``flanders_31UDS_2018``) or, for a folder-derived id
+    (``worldcereal-hesbaye-monthly-2021``), through :func:`location_from_folder`."""
+    head = re.split(r"_(?:%s)_" % "|".join(re.escape(k) for k in SENSOR_PAIRS), pair_id, maxsplit=1)[0]
+    folder = _folder_of_patch_id(head)
+    return location_from_folder(folder or head)
+
+
+def pair_locations(ds) -> list[str]:
+    """Location of every pair of an opened store, in store order (derived from the pair ids
+    for stores written before the ``location`` variable existed)."""
+    if "location" in ds.variables:
+        return [str(x) for x in ds["location"].values.tolist()]
+    cache: dict[str, str] = {}
+    out = []
+    for pid in pair_ids(ds):
+        head = pid.split("_", 1)[0]
+        if head not in cache:
+            cache[head] = location_from_pair_id(pid)
+        out.append(cache[head])
+    return out
 
 
 def _obj(values: Sequence[str]) -> np.ndarray:
@@ -199,6 +254,7 @@ def pairs_to_dataset(pairs: Sequence[Pair]):
             "lr_date": (P, np.array([p.lr_date for p in pairs], "datetime64[ns]")),
             "hr_date": (P, np.array([p.hr_date for p in pairs], "datetime64[ns]")),
             "sensor_pair": (P, _obj(p.sensor_pair for p in pairs)),
+            "location": (P, _obj(p.location or location_from_pair_id(p.pair_id) for p in pairs)),
             "lr_bands": (P, _obj(p.lr_bands for p in pairs)),
             "hr_bands": (P, _obj(p.hr_bands for p in pairs)),
             "band_adjust": (P, _obj(p.band_adjust for p in pairs)),
@@ -271,6 +327,8 @@ def write_pairs(
         clash = sorted(set(old["pair"].values.tolist()) & set(ds["pair"].values.tolist()))
         if clash:
             raise ConfigError(f"pair ids already in {url}: {clash[:5]}")
+        if "location" not in old.variables:  # a store written before locations: keep its layout
+            ds = ds.drop_vars("location")
         ds.drop_vars(["band", "pol", "aux"]).to_zarr(
             url, mode="a", append_dim="pair", zarr_format=2, consolidated=True, storage_options=storage_options)
     else:
@@ -402,8 +460,12 @@ def _day(t) -> _dt.date:
     return np.datetime64(t, "D").astype(_dt.date)
 
 
-def _tile_offsets(n: int, chip: int) -> list[int]:
-    """Chip origins along an axis of n cells: round(n / chip) chips, evenly spread, overlapping."""
+def _tile_offsets(n: int, chip: int, stride: int | None = None) -> list[int]:
+    """Chip origins along an axis of n cells. Default: round(n / chip) chips, evenly spread,
+    overlapping. With ``stride``: 0, stride, 2 stride, ... as long as the chip fits (evaluation
+    chips whose scored cores, chip minus a halo, tile the area without overlap)."""
+    if stride is not None:
+        return list(range(0, n - chip + 1, stride))
     k = max(1, round(n / chip))
     if k == 1:
         return [0]
@@ -461,6 +523,7 @@ class _Settings:
     real: bool
     synthetic: bool
     lc_lookup: dict[int, int] | None
+    chip_stride: int | None = None
 
 
 def _patch_id(folder: Path, ds) -> str:
@@ -527,7 +590,7 @@ def _convert_patch(folder: Path, st: _Settings, rep: ConversionReport) -> list[P
     if nr < cs or nc < cs:
         rep.skip(name, f"patch holds {nr}x{nc} whole 30 m cells, fewer than chip_size {cs}")
         return []
-    chips = [(a, b) for a in _tile_offsets(nr, cs) for b in _tile_offsets(nc, cs)]
+    chips = [(a, b) for a in _tile_offsets(nr, cs, st.chip_stride) for b in _tile_offsets(nc, cs, st.chip_stride)]
 
     def win(a, b):  # 10 m slices of chip (a, b)
         ys, xs = r0 + a * SCALE, c0 + b * SCALE
@@ -609,7 +672,7 @@ def _convert_patch(folder: Path, st: _Settings, rep: ConversionReport) -> list[P
             sensor_pair=sensor, source=";".join(base_src + extra_src), lr_bands=lr_bands, hr_bands=hr_bands,
             hr_res=hr_res, band_adjust=st.band_adjust, psf_sigma=sigma,
             dem=None if dem is None else dem[ys, xs], landcover=None if lc is None else lc[ys, xs],
-            sar=None if sar is None else sar[:, ys, xs],
+            sar=None if sar is None else sar[:, ys, xs], location=location_from_folder(folder.resolve().name),
         )
 
     out: dict[str, Pair] = {}
@@ -701,7 +764,7 @@ def _convert_monthly(path: Path, st: _Settings, rep: ConversionReport) -> list[P
     if nr < cs or nc < cs:
         rep.skip(tag, f"cube holds {nr}x{nc} whole 30 m cells, fewer than chip_size {cs}")
         return []
-    chips = [(a, b) for a in _tile_offsets(nr, cs) for b in _tile_offsets(nc, cs)]
+    chips = [(a, b) for a in _tile_offsets(nr, cs, st.chip_stride) for b in _tile_offsets(nc, cs, st.chip_stride)]
     tdim = "t" if "t" in ds.dims else "timestamp"
     dem_all = ds["elevation"].values if "elevation" in ds else None
     if dem_all is None:
@@ -741,6 +804,7 @@ def _convert_monthly(path: Path, st: _Settings, rep: ConversionReport) -> list[P
                 hr_bands="S2:" + ",".join(bands[c] for c in OUTPUT_BANDS), hr_res=hr_res,
                 band_adjust=st.band_adjust, psf_sigma=sigma,
                 dem=None if dem is None else dem[ys, xs], sar=None if sar is None else sar[:, ys, xs],
+                location=location_from_folder(path.resolve().parent.name),
             ))
     if n_cloudy:
         rep.skip(f"{tag}/synthetic", f"{n_cloudy} of {ds.sizes[tdim] * len(chips)} month-chips below min_clear {st.min_clear}")
@@ -782,6 +846,7 @@ def convert_worldcereal(
     max_sar_gap_days: int = 6,
     real: bool = True,
     synthetic: bool = True,
+    chip_stride: int | None = None,
     mode: str = "w",
     storage_options: dict[str, Any] | None = None,
 ) -> ConversionReport:
@@ -795,7 +860,9 @@ def convert_worldcereal(
     cubes (``S2-L2A-B*`` variables) give synthetic pairs. ``nir``: S2 band used as the NIR
     target (``"B08"`` 10 m or ``"B8A"`` 20 m). ``band_adjust``: MSI -> OLI adjustment of all
     S2-derived reflectance (``"none"``, ``"hls_s2a"``, ``"hls_s2b"``). Every layer or date not
-    used is listed in the returned report with the reason.
+    used is listed in the returned report with the reason. ``chip_stride`` (30 m cells): chip
+    origins every ``chip_stride`` cells instead of the default evenly spread overlapping chips.
+    Every pair records its ``location`` (:func:`location_from_folder` of its folder).
     """
     if nir not in NIR_CHOICES:
         raise ConfigError(f"nir must be one of {NIR_CHOICES}, got {nir!r}")
@@ -807,12 +874,14 @@ def convert_worldcereal(
         raise ConfigError("max_date_gap_days and max_sar_gap_days must be >= 0 days")
     if chip_size < 1:
         raise ConfigError(f"chip_size must be >= 1 (30 m cells), got {chip_size}")
+    if chip_stride is not None and chip_stride < 1:
+        raise ConfigError(f"chip_stride must be >= 1 (30 m cells) or None, got {chip_stride}")
     _psf.sigma_for_mtf(mtf_at_nyquist, SCALE)  # validates the range
     root = Path(patch_folder)
     if not root.is_dir():
         raise MissingDataError(f"patch folder not found: {root}")
     st = _Settings(max_date_gap_days, min_clear, chip_size, nir, band_adjust, mtf_at_nyquist,
-                   max_sar_gap_days, real, synthetic, landcover_lookup())
+                   max_sar_gap_days, real, synthetic, landcover_lookup(), chip_stride)
     rep = ConversionReport()
     patches, cubes, other = _find_inputs(root)
     by_dir: dict[Path, list[str]] = {}
@@ -836,4 +905,5 @@ def convert_worldcereal(
 
 __all__ = ["AUX", "DEFAULT_CHIP_SIZE", "FORMAT", "FORMAT_VERSION", "NIR_CHOICES", "SAR_POLS", "SCALE",
            "SENSOR_PAIRS", "ConversionReport", "Pair", "convert_worldcereal", "landcover_lookup",
-           "open_pairs", "pair_ids", "pairs_to_dataset", "read_pair", "write_pairs"]
+           "location_from_folder", "location_from_pair_id", "open_pairs", "pair_ids", "pair_locations",
+           "pairs_to_dataset", "read_pair", "write_pairs"]

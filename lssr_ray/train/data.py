@@ -1,9 +1,11 @@
 """Batches for the training loop: each worker reads its own shard of the pairs store.
 
-Protocol (no leaks into validation): training uses the pair kinds ``cfg.train_sensor_pairs``
-minus every pair whose 10 m target date lies within ``cfg.holdout_days`` of the target date of
-any validation pair. With the bundled store this removes the synthetic (degraded Sentinel-2)
-pairs made from the very Sentinel-2 scenes that are the targets of the real Landsat-8 pairs.
+Protocol (docs/TRAINING.md "Protocol"): pairs of the locations ``cfg.holdout_locations`` are
+never trained or validated on (they are the evaluation ground, and ``jobs/evaluate.py`` refuses to
+score a location a checkpoint saw). Of the rest, training uses the pair kinds
+``cfg.train_sensor_pairs`` minus every pair whose 10 m target date lies within
+``cfg.holdout_days`` of the target date of any validation pair (with the bundled store: the
+synthetic pairs made from the Sentinel-2 scenes that are the targets of the real L8-S2 pairs).
 """
 
 from __future__ import annotations
@@ -16,34 +18,46 @@ from lssr_ray.errors import ConfigError
 
 
 def split_pairs(cfg: TrainConfig) -> dict[str, list[str]]:
-    """Pair ids of the store ``cfg.pairs``: ``train``, ``val`` and ``held_out`` (left out of
-    training because their target date is within ``cfg.holdout_days`` of a validation target)."""
+    """Pair ids of the store ``cfg.pairs``: ``train``, ``val``, ``held_out`` (left out of
+    training because their target date is within ``cfg.holdout_days`` of a validation target)
+    and ``held_out_location`` (pairs of ``cfg.holdout_locations``, in either store); plus the
+    locations: ``train_locations``, ``val_locations`` and ``holdout_locations``. The training
+    loop writes this dict as ``train_pairs.json`` next to every checkpoint."""
     import numpy as np
 
-    from lssr_ray.data.pairs import open_pairs, pair_ids
+    from lssr_ray.data.pairs import open_pairs, pair_ids, pair_locations
 
+    holdout = set(cfg.holdout_locations)
     ds = open_pairs(cfg.pairs)
     ids = pair_ids(ds)
+    loc = pair_locations(ds)
     kind = [str(x) for x in ds["sensor_pair"].values.tolist()]
     day = ds["hr_date"].values.astype("datetime64[D]")
     val_store = cfg.val_pairs or cfg.pairs
     if val_store == cfg.pairs:
-        vds, vids, vkind = ds, ids, kind
+        vds, vids, vkind, vloc = ds, ids, kind, loc
     else:
         vds = open_pairs(val_store)
-        vids, vkind = pair_ids(vds), [str(x) for x in vds["sensor_pair"].values.tolist()]
+        vids, vkind, vloc = pair_ids(vds), [str(x) for x in vds["sensor_pair"].values.tolist()], pair_locations(vds)
     vday_all = vds["hr_date"].values.astype("datetime64[D]")
-    val_idx = [i for i in range(len(vids)) if vkind[i] in cfg.val_sensor_pairs]
+    val_idx = [i for i in range(len(vids)) if vkind[i] in cfg.val_sensor_pairs and vloc[i] not in holdout]
     val_days = vday_all[val_idx]
-    out: dict[str, list[str]] = {"train": [], "val": sorted(vids[i] for i in val_idx), "held_out": []}
+    gone = {vids[i] for i in range(len(vids)) if vloc[i] in holdout}
+    gone |= {ids[i] for i in range(len(ids)) if loc[i] in holdout}
+    out: dict[str, list[str]] = {"train": [], "val": sorted(vids[i] for i in val_idx), "held_out": [],
+                                 "held_out_location": sorted(gone)}
     for i, pid in enumerate(ids):
-        if kind[i] not in cfg.train_sensor_pairs or (val_store == cfg.pairs and i in val_idx):
+        if kind[i] not in cfg.train_sensor_pairs or (val_store == cfg.pairs and i in val_idx) or loc[i] in holdout:
             continue
         near = cfg.holdout_days >= 0 and len(val_days) and bool(
             (np.abs((val_days - day[i]).astype(int)) <= cfg.holdout_days).any())
         out["held_out" if near else "train"].append(pid)
     out["train"].sort()
     out["held_out"].sort()
+    by_id = dict(zip(ids, loc)) | dict(zip(vids, vloc))
+    out["train_locations"] = sorted({by_id[p] for p in out["train"]})
+    out["val_locations"] = sorted({by_id[p] for p in out["val"]})
+    out["holdout_locations"] = sorted(holdout)
     return out
 
 
@@ -65,7 +79,8 @@ def make_batches(
     if not split["train"]:
         raise ConfigError(
             f"no training pairs of kinds {cfg.train_sensor_pairs} in {cfg.pairs} "
-            f"({len(split['held_out'])} held out by holdout_days={cfg.holdout_days})")
+            f"({len(split['held_out'])} held out by holdout_days={cfg.holdout_days}, "
+            f"{len(split['held_out_location'])} by holdout_locations={list(cfg.holdout_locations)})")
     train = PairDataset(cfg.pairs, chip_size=cfg.chip_size, augment=cfg.augment, seed=cfg.seed,
                         sensor_pairs=cfg.train_sensor_pairs)
     keep = set(split["train"])

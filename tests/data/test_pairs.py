@@ -170,6 +170,27 @@ def test_monthly_cube_gives_synthetic_pairs(tmp_path):
     xs = sorted({round(float(t[2])) for t in ds["transform"].values})
     assert xs == [664000, 664390]
     assert any("landcover" in item for item, _ in rep.skipped)
+    assert set(pairs.pair_locations(ds)) == {"hesbaye_2021"}  # stored per pair
+
+
+def test_locations_and_chip_stride(tmp_path, flanders):
+    """Every converted pair records its location (the folder, not the date); stores written
+    before the variable existed get the same location from their pair ids; ``chip_stride``
+    places chip origins every stride cells (evaluation chips whose cores tile the area)."""
+    _, ds = flanders
+    assert set(pairs.pair_locations(ds)) == {"flanders_31UDS_2018"}
+    legacy = ds.drop_vars("location")
+    assert pairs.pair_locations(legacy) == pairs.pair_locations(ds)
+    assert pairs.location_from_pair_id("worldcereal-hesbaye-monthly-2021_S2deg-S2_20210115_20210115_r00c13") \
+        == "hesbaye_2021"
+    assert pairs.location_from_folder("landsat8_l1t_alabama_2015") == "alabama_2015"
+    rep = pairs.convert_worldcereal(HESBAYE, tmp_path / "s.zarr", chip_size=16, chip_stride=8)
+    st = pairs.open_pairs(tmp_path / "s.zarr")
+    xs = sorted({round(float(t[2])) for t in st["transform"].values})
+    assert xs == [664000, 664240, 664480]  # origins 0, 8, 16 cells (16 + 16 <= 33)
+    assert st.attrs["chip_size"] == 16 and len(rep.written) == st.sizes["pair"]
+    with pytest.raises(ConfigError, match="chip_stride"):
+        pairs.convert_worldcereal(HESBAYE, tmp_path / "x.zarr", chip_stride=0)
 
 
 def mk(i, h=4):

@@ -88,9 +88,30 @@ def test_training_excludes_validation_scenes():
         assert all(abs(int((day[i] - d).astype(int))) > 1 for d in val_days), i
     assert split["held_out"] and all(any(abs(int((day[i] - d).astype(int))) <= 1 for d in val_days)
                                      for i in split["held_out"])
-    assert len(split["train"]) + len(split["held_out"]) == sum(k == "S2deg-S2" for k in kind.values())
+    synthetic = [i for i, k in kind.items() if k == "S2deg-S2" and i not in split["held_out_location"]]
+    assert len(split["train"]) + len(split["held_out"]) == len(synthetic)
     off = split_pairs(TrainConfig(pairs=str(PAIRS), holdout_days=-1))
     assert sorted(off["train"]) == sorted(split["train"] + split["held_out"]) and not off["held_out"]
+
+
+def test_held_out_locations_are_never_trained_or_validated_on():
+    """The bundled store holds Flanders and the Hesbaye cube: by default every Hesbaye pair is
+    left out of training and validation, and the split records the locations on each side."""
+    from lssr_ray.data.pairs import open_pairs, pair_ids, pair_locations
+    from lssr_ray.train.data import split_pairs
+
+    ds = open_pairs(PAIRS)
+    loc = dict(zip(pair_ids(ds), pair_locations(ds)))
+    split = split_pairs(TrainConfig(pairs=str(PAIRS)))
+    hesbaye = sorted(i for i, v in loc.items() if v == "hesbaye_2021")
+    assert len(hesbaye) == 40 and split["held_out_location"] == hesbaye
+    assert not set(hesbaye) & set(split["train"] + split["val"] + split["held_out"])
+    assert split["train_locations"] == split["val_locations"] == ["flanders_31UDS_2018"]
+    assert split["holdout_locations"] == ["hesbaye_2021"]
+    # holding out Flanders instead trains on Hesbaye and leaves no validation pairs
+    other = split_pairs(TrainConfig(pairs=str(PAIRS), holdout_locations=("flanders_31UDS_2018",)))
+    assert other["train_locations"] == ["hesbaye_2021"] and other["val"] == []
+    assert len(other["train"]) == 40
 
 
 def test_workers_get_disjoint_equal_shards():
