@@ -20,6 +20,7 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from _chips import flanders_batch
+    from _zero_init import randomize_zero_inits
 
     from lssr_ray.infer.export import OnnxLSSR, export_onnx
     from lssr_ray.model.base import SMALL_BASE_DIR, load_base
@@ -27,10 +28,9 @@ def exported(tmp_path_factory):
 
     torch.manual_seed(0)
     model = LSSRModel(load_base(SMALL_BASE_DIR))
-    with torch.no_grad():  # non-zero LoRA B so the merged adapters matter in the graph
-        for n, p in model.unet.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.02)
+    # non-zero LoRA B, detail gate and fusion / SAR outputs: merged adapters and the pixel skip
+    # matter in the graph (untrained, the model is exactly bicubic)
+    randomize_zero_inits(model, std=0.02)
     pipe = LSSRPipeline.from_model(model)
     path = export_onnx(pipe.model, tmp_path_factory.mktemp("onnx") / "lssr.onnx", batch_size=2, chip_size=16)
     batch, _ = flanders_batch()
