@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS, REPO_ROOT
+from lssr_ray.config import DEFAULT_BASE_DIR, DEFAULT_CHECKPOINT_DIR, OUTPUT_BANDS
 from lssr_ray.errors import (
     ConfigError,
     CRSMismatchError,
@@ -48,7 +48,7 @@ from lssr_ray.errors import (
     StorageUnreachableError,
 )
 
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "lssr-adapters-cpu"
+DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT_DIR
 """The bundled adapter checkpoint (made by ``jobs/train.py``)."""
 UNTRAINED_WARNING = (
     "no adapter checkpoint at {path}: using UNTRAINED adapters (fresh LoRA, randomly initialised "
@@ -241,7 +241,7 @@ class LSSRPredictor:
         *,
         engine: str = "torch",
         checkpoint: str | None = None,
-        base: str = str(REPO_ROOT / "models" / "small-sd-base"),
+        base: str = str(DEFAULT_BASE_DIR),
         seed: int = 0,
         onnx: bytes | str | None = None,
         batch_size: int = 4,

@@ -162,4 +162,4 @@ class LSSRLoss(nn.Module):
         return total, terms
 
 
-__all__ = ["FFT_WEIGHT", "NDVI_MIN_SUM", "NDVI_WEIGHT", "NDVI_EPS", "LSSRLoss", "fourier_amplitude_l1", "masked_mse", "ndvi", "ndvi_l1"]
+__all__ = ["FFT_WEIGHT", "NDVI_EPS", "NDVI_MIN_SUM", "NDVI_WEIGHT", "LSSRLoss", "fourier_amplitude_l1", "masked_mse", "ndvi", "ndvi_l1"]

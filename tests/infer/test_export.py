@@ -49,6 +49,29 @@ def test_onnx_matches_torch_on_real_chips(exported):
     ref, got = pipe(batch)["sr"], runner(batch)["sr"]
     assert np.nanmax(np.abs(ref - got)) < TOL
     np.testing.assert_array_equal(np.isnan(ref), np.isnan(got))
+    # the graph is more than the bicubic skip: adapters, gate, fusion and SAR head act
+    inputs = preprocess(batch)
+    up = torch.nn.functional.interpolate(torch.from_numpy(inputs["lr"]), scale_factor=3, mode="bicubic",
+                                         align_corners=False).clamp(-1, 1).numpy()
+    assert np.abs(runner.run_arrays(inputs) - up).max() > 1e-3
+
+
+def test_onnx_with_wavelet_colour_fix(exported, tmp_path):
+    """The colour fix is inside the exported graph (dilated convs, replicate padding)."""
+    import copy
+    import dataclasses
+
+    from lssr_ray.infer.export import OnnxLSSR, export_onnx, max_abs_diff
+    from lssr_ray.model.lssr import preprocess
+
+    pipe, _, batch, _ = exported
+    model = copy.deepcopy(pipe.model)
+    model.config = dataclasses.replace(model.config, color_fix="wavelet")
+    path = export_onnx(model, tmp_path / "fix.onnx", batch_size=2, chip_size=16)
+    inputs = preprocess(batch)
+    assert max_abs_diff(model, OnnxLSSR(path, threads=1), inputs) < TOL
+    with torch.inference_mode():
+        assert (model.forward_batch(inputs) - pipe.model.forward_batch(inputs)).abs().max() > 1e-4
 
 
 def test_onnx_nodata_and_missing_modalities(exported):

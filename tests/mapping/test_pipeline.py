@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lssr_ray.config import REPO_ROOT, MapConfig
+from lssr_ray.config import DEFAULT_BASE_DIR, MapConfig
 from lssr_ray.data.aoi import write_box_aoi as write_utm_aoi
 
 ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres, inside the L30 crop: 2 x 2 chips
@@ -104,7 +104,7 @@ def test_provenance_attributes(run):
     cfg, plan, summary, _ = run
     a = open_store(cfg.out).attrs
     assert a["source_granules"] == ["HLS.L30.T16RDV.2015216T161921.v2.0"]
-    assert a["base_model_sha256"] == base_fingerprint(REPO_ROOT / "models" / "small-sd-base")
+    assert a["base_model_sha256"] == base_fingerprint(DEFAULT_BASE_DIR)
     assert a["adapter_sha256"] == plan.identity["adapter_sha256"]
     assert a["software_version"] and a["created"].startswith("20") and a["engine"] == "onnxruntime"
     assert json.loads(a["run_config"]) == plan.identity and a["run_id"] == plan.run_id == summary.run_id

@@ -7,13 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+from _zero_init import randomize_zero_inits
 from safetensors.torch import load_file
 
 from lssr_ray.errors import BatchError, ConfigError
 from lssr_ray.model.base import SMALL_BASE_DIR, load_base
 from lssr_ray.model.losses import LSSRLoss
 from lssr_ray.model.lssr import LSSRModel, LSSRPipeline, preprocess
-from _zero_init import randomize_zero_inits
 
 
 def _train_steps(model, batch, hr, n=2, lr=1e-2):

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _zero_init import randomize_zero_inits
 
 from lssr_ray.errors import ConfigError
 from lssr_ray.model.base import SMALL_BASE_DIR, BaseModel, load_base
 from lssr_ray.model.colorfix import adain, apply_color_fix, wavelet_fix, wavelet_low
 from lssr_ray.model.lssr import LSSRConfig, LSSRModel, preprocess
-from _zero_init import randomize_zero_inits
 
 
 def _bicubic(inputs) -> torch.Tensor:
