@@ -34,14 +34,15 @@ def adain(out: torch.Tensor, ref: torch.Tensor, eps: float = 1e-5) -> torch.Tens
 
 def wavelet_low(x: torch.Tensor, levels: int = WAVELET_LEVELS) -> torch.Tensor:
     """Low-frequency band of ``x``: ``levels`` dilated binomial blurs, replicate-padded edges."""
-    c = x.shape[1]
-    k1 = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device) / 4
-    kernel = (k1[:, None] * k1[None, :]).expand(c, 1, 3, 3).contiguous()
-    low = x
+    n, c, h, w = x.shape
+    # one literal (1, 1, 3, 3) kernel on (N*C, 1, H, W): the ONNX exporter needs a constant-shape kernel
+    kernel = torch.tensor([[[[1 / 16, 2 / 16, 1 / 16], [2 / 16, 4 / 16, 2 / 16], [1 / 16, 2 / 16, 1 / 16]]]],
+                          dtype=x.dtype, device=x.device)
+    low = x.reshape(n * c, 1, h, w)
     for i in range(levels):
         d = 2**i
-        low = F.conv2d(F.pad(low, (d, d, d, d), mode="replicate"), kernel, dilation=d, groups=c)
-    return low
+        low = F.conv2d(F.pad(low, (d, d, d, d), mode="replicate"), kernel, dilation=d)
+    return low.reshape(n, c, h, w)
 
 
 def wavelet_fix(out: torch.Tensor, ref: torch.Tensor, levels: int = WAVELET_LEVELS) -> torch.Tensor:
