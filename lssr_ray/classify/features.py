@@ -359,7 +359,7 @@ def lssr_sr_for_patch(
     if not (ckpt / "lssr_config.json").is_file():
         raise MissingDataError(
             f"LSSR checkpoint {ckpt} not found (no lssr_config.json); train one with "
-            "`python jobs/train.py --config configs/train_cpu.yaml` or pass another checkpoint"
+            "`python jobs/train.py --config configs/train_cpu_v3.yaml` or pass another checkpoint"
         )
     nn = _landsat_nn(p)
     cells, t30, _ = lowres_cells(nn)

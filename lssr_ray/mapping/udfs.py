@@ -53,7 +53,7 @@ DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT_DIR
 UNTRAINED_WARNING = (
     "no adapter checkpoint at {path}: using UNTRAINED adapters (fresh LoRA, randomly initialised "
     "aux fusion and SAR head, seed {seed}) on the base; outputs are not super-resolution results. "
-    "Make the checkpoint with `python jobs/train.py --config configs/train_cpu.yaml` or pass --checkpoint"
+    "Make the checkpoint with `python jobs/train.py --config configs/train_cpu_v3.yaml` or pass --checkpoint"
 )
 _META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window")
 
