@@ -2,7 +2,7 @@
 the VAE ceiling (docs/TRAINING.md "Protocol").
 
     python jobs/evaluate.py --data data/samples/worldcereal_hesbaye_monthly_2021 \\
-        --checkpoint models/lssr-adapters-cpu --baseline-cnn models/baseline-cnn
+        --checkpoint models/lssr-adapters-cpu-v3 --baseline-cnn models/baseline-cnn
 
 ``--data``: a folder of WorldCereal-format patches (any number, any subset of layers; what cannot
 give pairs is listed as skipped, with the reason) or a pairs store (``*.zarr``, docs/PAIRS.md).
@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/samples/worldcereal_hesbaye_monthly_2021",
                    help="WorldCereal patch folder or pairs .zarr (default: the held-out Hesbaye monthly cube)")
-    p.add_argument("--checkpoint", default="models/lssr-adapters-cpu", help="LSSR checkpoint folder")
+    p.add_argument("--checkpoint", default="models/lssr-adapters-cpu-v3", help="LSSR checkpoint folder")
     p.add_argument("--out", default="out/eval/metrics.json", help="metrics JSON to write (markdown beside it)")
     p.add_argument("--png-dir", help="comparison PNGs (default: <out folder>/png)")
     p.add_argument("--max-png", type=int, default=12, help="at most this many PNGs")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from lssr_ray.config import REPO_ROOT, GridConfig, MapConfig
+from lssr_ray.config import DEFAULT_CHECKPOINT_DIR, GridConfig, MapConfig
 from lssr_ray.errors import one_line, user_error
 
 
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--start", help="first acquisition date, ISO (e.g. 2018-06-01)")
     ap.add_argument("--end", help="last acquisition date, ISO (inclusive)")
     ap.add_argument("--out", help="output store, local path or s3://bucket/name.zarr (default out/<aoi>.zarr)")
-    ap.add_argument("--checkpoint", help=f"adapter checkpoint folder (default {REPO_ROOT / 'models' / 'lssr-adapters-cpu'})")
+    ap.add_argument("--checkpoint", help=f"adapter checkpoint folder (default {DEFAULT_CHECKPOINT_DIR})")
     ap.add_argument("--base", default=d.base, help="frozen SD base folder or s3:// URI")
     ap.add_argument("--engine", default=d.engine, choices=["auto", "torch", "onnxruntime", "tensorrt", "bicubic"],
                     help="inference engine; bicubic: no model, x3 bicubic (dry runs)")

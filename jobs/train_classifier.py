@@ -12,7 +12,7 @@ Outputs per source: ``<out>/<source>/model/`` (model.txt, classes.json, features
 ``crop_type.png`` and ``area_ha.csv`` of the whole patch classified. ``--repeats N`` adds the
 mean/std over N field splits; ``--executor ray`` trains the sources as parallel Ray tasks.
 The ``lssr`` source super-resolves the patch's Landsat-8 30 m cells with ``--lssr-checkpoint``
-(default models/lssr-adapters-cpu; ``none`` leaves the source out).
+(default models/lssr-adapters-cpu-v3; ``none`` leaves the source out).
 
 The classifier of map_region's crop_type stage is trained on a map_region store's own features
 (:func:`lssr_ray.mapping.classify_stage.store_features`) against the patch labels on the store grid:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "classifier); needs --save-model")
     ap.add_argument("--save-model", help="with --store: folder for the trained classifier")
     ap.add_argument("--lssr-checkpoint", default=None,
-                    help="LSSR checkpoint of the lssr source (default models/lssr-adapters-cpu; 'none': no lssr)")
+                    help="LSSR checkpoint of the lssr source (default models/lssr-adapters-cpu-v3; 'none': no lssr)")
     ap.add_argument("--season-start", default=None, help="YYYY-MM; default: n-months ending at the last date")
     ap.add_argument("--months", type=int, default=12, help="season length in months (monthly composites)")
     ap.add_argument("--test-fraction", type=float, default=0.3, help="target share of each class in test")

@@ -16,6 +16,11 @@ from lssr_ray.errors import ConfigError
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The shipped default LSSR: adapters (jobs/train.py --config configs/train_cpu_v3.yaml) and the
+#: stand-in base they were trained on (scripts/make_small_base.py --preset v3). Mapping, the
+#: crop-type ``lssr`` source and the demo use these unless told otherwise.
+DEFAULT_BASE_DIR = REPO_ROOT / "models" / "small-sd-base-v3"
+DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "models" / "lssr-adapters-cpu-v3"
 """Repository root (where ``data/``, ``configs/`` and ``examples/`` live in a source checkout)."""
 
 
@@ -222,9 +227,9 @@ class MapConfig:
     out: str | None = None
     """Output store, local path or ``s3://bucket/key.zarr``; default ``out/<aoi stem>.zarr``."""
     checkpoint: str | None = None
-    """Adapter checkpoint folder; default ``models/lssr-adapters-cpu`` (untrained adapters with a
+    """Adapter checkpoint folder; default :data:`DEFAULT_CHECKPOINT_DIR` (untrained adapters with a
     warning when it does not exist). *Run identity* (its files are hashed)."""
-    base: str = str(REPO_ROOT / "models" / "small-sd-base")
+    base: str = str(DEFAULT_BASE_DIR)
     """Frozen SD base folder or ``s3://`` URI. *Run identity* (fingerprint)."""
     engine: str = "auto"
     """``auto`` | ``torch`` | ``onnxruntime`` | ``tensorrt`` | ``bicubic`` (no model: x3 bicubic, for

@@ -92,7 +92,9 @@ def main() -> None:
     print(f"train {len(split['train'])} pairs, val {len(split['val'])}, held out {len(split['held_out'])}")
     model = ResidualCNN(channels=args.channels, num_blocks=args.blocks)
     print(f"{sum(p.numel() for p in model.parameters())} parameters")
-    loss_fn = LSSRLoss(**cfg.loss)
+    # the loss models/baseline-cnn was trained with (before issue 11 rebalanced the defaults)
+    recipe = {"fft_weight": 1.0, "ndvi_weight": 20.0, "fft_log": False, "ndvi_min_sum": 0.0}
+    loss_fn = LSSRLoss(**{**recipe, **cfg.loss})
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
     t0 = time.time()

@@ -344,22 +344,22 @@ def lssr_sr_for_patch(
     batch_size: int = 4,
 ) -> LSSRSuperResolver:
     """The ``lssr`` source's callable for one WorldCereal patch: LSSR from ``checkpoint``
-    (default ``models/lssr-adapters-cpu``) on ``base`` (default ``models/small-sd-base``), the month of
+    (default ``models/lssr-adapters-cpu-v3``) on ``base`` (default ``models/small-sd-base-v3``), the month of
     each Landsat-8 date, and the patch's ``dem_*.tif`` (metres, bilinear onto the padded 10 m
     cell grid) when present. Land cover and SAR are absent (present = 0): the patch has no
     land-cover layer and its Sentinel-1 dates differ from the Landsat dates.
     """
     from affine import Affine
 
-    from lssr_ray.config import REPO_ROOT
+    from lssr_ray.config import DEFAULT_BASE_DIR, DEFAULT_CHECKPOINT_DIR
     from lssr_ray.model.lssr import LSSRPipeline
 
     p = Path(patch_dir)
-    ckpt = Path(checkpoint) if checkpoint else REPO_ROOT / "models" / "lssr-adapters-cpu"
+    ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT_DIR
     if not (ckpt / "lssr_config.json").is_file():
         raise MissingDataError(
             f"LSSR checkpoint {ckpt} not found (no lssr_config.json); train one with "
-            "`python jobs/train.py --config configs/train_cpu.yaml` or pass another checkpoint"
+            "`python jobs/train.py --config configs/train_cpu_v3.yaml` or pass another checkpoint"
         )
     nn = _landsat_nn(p)
     cells, t30, _ = lowres_cells(nn)
@@ -378,7 +378,7 @@ def lssr_sr_for_patch(
                       dst_nodata=np.nan, resampling=Resampling.bilinear)
         if not np.isfinite(dem).any():
             dem = None
-    pipe = LSSRPipeline.from_pretrained(ckpt, base=str(base or REPO_ROOT / "models" / "small-sd-base"))
+    pipe = LSSRPipeline.from_pretrained(ckpt, base=str(base or DEFAULT_BASE_DIR))
     return LSSRSuperResolver(pipe, months, dem=dem, batch_size=batch_size)
 
 

@@ -171,7 +171,7 @@ def location_from_pair_id(pair_id: str) -> str:
     part before the sensor-pair tag, mapped through the bundled sample folder that holds that
     patch id (``00002806639B424A`` -> ``flanders_31UDS_2018``) or, for a folder-derived id
     (``worldcereal-hesbaye-monthly-2021``), through :func:`location_from_folder`."""
-    head = re.split(r"_(?:%s)_" % "|".join(re.escape(k) for k in SENSOR_PAIRS), pair_id, maxsplit=1)[0]
+    head = re.split(r"_(?:{})_".format("|".join(re.escape(k) for k in SENSOR_PAIRS)), pair_id, maxsplit=1)[0]
     folder = _folder_of_patch_id(head)
     return location_from_folder(folder or head)
 

@@ -2,7 +2,7 @@
 
 One graph: the merged :class:`~lssr_ray.model.lssr.LSSRModel` from the preprocessed tensors to
 the output images (bicubic upsampling, VAE encode (mean), aux fusion, UNet step with merged
-LoRA, VAE decode, SAR head). Pre/post-processing (NaN fill, scaling, nodata restore) stays in
+LoRA, VAE decode of both skip terms, SAR head, the optional colour fix). Pre/post-processing (NaN fill, scaling, nodata restore) stays in
 numpy (:func:`lssr_ray.model.lssr.preprocess` / ``postprocess``) and is shared by every engine.
 
 Graph inputs (B = ``batch_size``, h = w = ``chip_size``, H = W = 3h):

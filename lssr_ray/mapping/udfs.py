@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS, REPO_ROOT, portable_ref
+from lssr_ray.config import (
+    DEFAULT_BASE_DIR,
+    DEFAULT_CHECKPOINT_DIR,
+    OUTPUT_BANDS,
+    portable_ref,
+)
 from lssr_ray.errors import (
     ConfigError,
     CRSMismatchError,
@@ -48,12 +53,12 @@ from lssr_ray.errors import (
     StorageUnreachableError,
 )
 
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "lssr-adapters-cpu"
+DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT_DIR
 """The bundled adapter checkpoint (made by ``jobs/train.py``)."""
 UNTRAINED_WARNING = (
     "no adapter checkpoint at {path}: using UNTRAINED adapters (fresh LoRA, randomly initialised "
     "aux fusion and SAR head, seed {seed}) on the base; outputs are not super-resolution results. "
-    "Make the checkpoint with `python jobs/train.py --config configs/train_cpu.yaml` or pass --checkpoint"
+    "Make the checkpoint with `python jobs/train.py --config configs/train_cpu_v3.yaml` or pass --checkpoint"
 )
 _META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window")
 
@@ -241,7 +246,7 @@ class LSSRPredictor:
         *,
         engine: str = "torch",
         checkpoint: str | None = None,
-        base: str = str(REPO_ROOT / "models" / "small-sd-base"),
+        base: str = str(DEFAULT_BASE_DIR),
         seed: int = 0,
         onnx: bytes | str | None = None,
         batch_size: int = 4,

@@ -1,10 +1,19 @@
 """LoRA adapters on the frozen UNet (peft through diffusers' PeftAdapterMixin).
 
-Two adapters, as in the reference design (PiSA-SR): ``pixel`` (trained for fidelity) and
-``semantic`` (trained for detail); both are active in training unless the trainer freezes one,
-and at inference both are merged into the base weights with per-adapter weights (the
-"lambda_pix / lambda_sem" knobs of the reference). Targets: attention ``to_q/to_k/to_v/to_out.0``,
-resnet ``conv1/conv2`` and feed-forward ``ff.net.0.proj/ff.net.2``.
+The reference design (PiSA-SR) has two adapters, ``pixel`` (fidelity: MSE) and ``semantic``
+(detail: LPIPS + classifier-score distillation), trained one after the other. Here the default is
+ONE adapter, ``pixel``, of rank 8: the semantic stage's losses need pretrained networks that are
+not available offline (no LPIPS weights, no CLIP text stack for CSD), and two adapters trained
+jointly on the same pixel loss are one adapter of the summed rank with a redundant
+parametrisation (issue 11; docs/TRAINING.md "One adapter"). Several named adapters still work
+(``names=("pixel", "semantic")``, :func:`set_trainable_adapters` for staged training, weighted
+merge = the reference's lambda_pix / lambda_sem).
+
+Targets, as in the reference: attention ``to_q/to_k/to_v/to_out.0``, transformer
+``proj_in/proj_out``, resnet ``conv1/conv2/conv_shortcut``, the down/up-sampler convs
+(``...samplers.0.conv``), feed-forward ``ff.net.0.proj/ff.net.2`` and the UNet's own
+``conv_in/conv_out``. Checkpoints written before this record their own (narrower) targets in
+``adapter_config.json`` and load unchanged.
 
 Save/load follows the measured trap in ../shared/STACK.md: only adapter weights are written
 (``save_lora_adapter``), never ``save_pretrained`` of an injected UNet.
@@ -21,18 +30,21 @@ from lssr_ray.errors import ConfigError, MissingDataError
 
 ADAPTER_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 #: Regex (peft ``target_modules``) for the adapted layers.
-TARGET_MODULES = r".*\.(to_q|to_k|to_v|to_out\.0|conv1|conv2|ff\.net\.0\.proj|ff\.net\.2)$"
+TARGET_MODULES = (
+    r"^(conv_in|conv_out)$"
+    r"|.*\.(to_q|to_k|to_v|to_out\.0|proj_in|proj_out|conv1|conv2|conv_shortcut|conv|ff\.net\.0\.proj|ff\.net\.2)$"
+)
 
 
 @dataclass(frozen=True)
 class AdapterConfig:
     """LoRA settings; saved as ``adapters/adapter_config.json`` in a checkpoint."""
 
-    names: tuple[str, ...] = ("pixel", "semantic")
+    names: tuple[str, ...] = ("pixel",)
     """Adapter names; each is one LoRA over the same target layers."""
-    rank: int = 4
+    rank: int = 8
     """LoRA rank r (alpha = r, so the scaling is 1)."""
-    merge_weights: tuple[float, ...] = (1.0, 1.0)
+    merge_weights: tuple[float, ...] = (1.0,)
     """Weight of each adapter when merged for inference (same order as ``names``)."""
     target_modules: str = TARGET_MODULES
     """peft regex of adapted module names."""

@@ -13,7 +13,9 @@ Shapes (B chips, latent edge h = H / 8 for the SD VAE):
 Knowledge tokens (DEM + land cover features + month vector, each with a 2D sine position code)
 are the keys/values of a multi-head cross-attention whose queries are the image latent tokens;
 the result is projected to the latent channels and added through a learned per-group gate
-(tanh, one per band group, initialised at 0.1).
+(tanh, one per band group). The projection starts at zero, so untrained fusion leaves the latent
+unchanged (the model starts at bicubic); the gate then starts at 1 (tanh 0.76) so the projection's
+first gradients are not scaled down.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class AuxFusion(ModelMixin, ConfigMixin):
         num_landcover_classes: int = 32,
         landcover_embed_dim: int = 8,
         num_groups: int = 2,
-        gate_init: float = 0.1,
+        gate_init: float = 1.0,
     ) -> None:
         super().__init__()
         n_down = round(math.log2(downsample))
@@ -77,6 +79,8 @@ class AuxFusion(ModelMixin, ConfigMixin):
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.out = nn.Conv2d(dim, latent_channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
         self.gate = nn.Parameter(torch.full((num_groups,), float(gate_init)))
 
     def knowledge(

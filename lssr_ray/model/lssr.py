@@ -5,11 +5,21 @@ Data flow for B chips of h x w input (30 m) pixels, H = 3h, W = 3w (10 m):
 1. :func:`preprocess` (numpy): NaN-fill the 30 m reflectance (per chip and band mean), scale to
    [-1, 1] per band group (:mod:`lssr_ray.model.normalize`), normalise DEM / SAR, and AND the
    given ``present`` flags with "the layer has any finite value".
-2. :class:`LSSRModel` (torch, the part exported to ONNX): bicubic x3 upsampling; RGB and IR are
-   two 3-channel images batched together ([rgb chips; ir chips]); VAE encode (latent *mean*,
-   deterministic) x scaling factor; aux fusion; one UNet pass at the fixed ``timestep`` used in
-   training and inference alike, ``z_hr = z_lr - unet(z_lr, t, empty prompt)``; VAE decode;
-   SAR head; clamp to the image values of HLS's valid reflectance range (-0.01 .. 1.6,
+2. :class:`LSSRModel` (torch, the part exported to ONNX): bicubic x3 upsampling ``up``; RGB and
+   IR are two 3-channel images batched together ([rgb chips; ir chips]); VAE encode (latent
+   *mean*, deterministic) x scaling factor -> ``z``; aux fusion -> ``z'``; one UNet pass at the
+   fixed ``timestep`` used in training and inference alike, ``eps = unet(z', t, empty prompt)``;
+   then (``skip="pixel"``, the default)
+
+       out = up + Dec(z' - g * eps) - Dec(z)
+
+   with a learned per-group gate ``g`` that starts at 0. The VAE's reconstruction error is in
+   both decodes and cancels, so the output is the bicubic image plus what the adapters add: with
+   untrained adapters (g = 0, zero fusion and SAR outputs) it *is* the bicubic image, and a weak
+   VAE no longer caps quality. ``skip="latent"`` is the earlier ``Dec(z' - eps)``, kept so that
+   checkpoints written before it load and behave as trained. Then the SAR head (residual, zero at
+   init), the optional colour fix at inference (``color_fix``, :mod:`lssr_ray.model.colorfix`),
+   and a clamp to the image values of HLS's valid reflectance range (-0.01 .. 1.6,
    :func:`~lssr_ray.model.normalize.valid_image_range`), not to [-1, 1]: image -1 is
    reflectance 0, so that clamp turned slightly negative predictions into exact zeros.
 3. :func:`postprocess`: back to reflectance, NaN on the 3 x 3 children of every 30 m pixel that
@@ -26,25 +36,30 @@ Differences from the reference design (arXiv 2510.23382 and its authors' code) a
 - VAE encode uses the latent mean (reference: a random sample) -> deterministic output.
 - One timestep for training and inference (config ``timestep``, default 1 as the reference's
   inference value; its training timestep was a separate argument).
-- Two LoRA adapters (pixel, semantic) over attention/resnet-conv/feed-forward layers instead of
-  six (encoder/decoder/other x pixel/semantic) that also covered conv_in/out and projections;
-  merged with per-adapter weights like its lambda_pix / lambda_sem.
+- One LoRA adapter (rank 8) over the reference's layers (attention, transformer projections,
+  resnet and resampler convs, feed-forward, conv_in/out) instead of six (encoder/decoder/other x
+  pixel/semantic): without the semantic stage's pretrained losses a second adapter adds nothing
+  (:mod:`lssr_ray.model.adapters`); several named adapters and a weighted merge still work.
+- A pixel-space skip (above; the reference decodes ``z - eps`` directly): it makes the untrained
+  model exactly bicubic and cancels the VAE's reconstruction error.
 - Aux fusion: DEM as robust relief + absolute height (reference: clamped 0-300 m), land cover
   through an embedding (reference: raw id as a float), month as (sin, cos) of all 12 months
   (reference: a 5-entry table), 2D position codes on queries and keys (reference: none, so
-  attention could not tell where a DEM feature was), per-group tanh gates initialised at 0.1
-  (reference: scalars at 1.0), presence flags with learned "missing" vectors and modality dropout
+  attention could not tell where a DEM feature was), a zero-initialised output projection with
+  per-group tanh gates (reference: random projection, scalars at 1.0), presence flags with learned "missing" vectors and modality dropout
   (reference: every layer required).
 - SAR head: same structure (conv stems, windowed optical<-SAR cross-attention with a SAR-driven
   gate, residual out-projection), smaller by default (dim 32, 1 layer, 4 heads vs 96, 2, 6; set
   ``sar_head=`` to change), fixed dB scaling (reference: per-tile maximum), gated by the SAR
   presence flag, output clamped to [-1, 1].
 - Losses: LPIPS only from a local TorchScript file, no CSD (both need pretrained networks).
-- No tiled VAE or wavelet colour fix: chips are 192 x 192 and blending is done by the mapper.
+- No tiled VAE: chips are 192 x 192 and blending is done by the mapper. The colour fix (AdaIN or
+  wavelet, as the reference) is optional (``color_fix``), off by default; docs/TRAINING.md compares.
 
 Checkpoint folder (:meth:`LSSRModel.save_checkpoint`): ``lssr_config.json`` (settings + base
 URI and fingerprint), ``adapters/`` (LoRA weights only), ``fusion/`` and ``sar_head/``
-(diffusers ``save_pretrained``), ``prompt_embeds.safetensors`` (the empty-prompt embedding).
+(diffusers ``save_pretrained``), ``prompt_embeds.safetensors`` (the empty-prompt embedding),
+``detail_gate.safetensors`` (the gate ``g``; pixel skip only).
 """
 
 from __future__ import annotations
@@ -69,9 +84,12 @@ from lssr_ray.model.normalize import (
 )
 
 CONFIG_NAME = "lssr_config.json"
-GRAPH_REVISION = 2
+GRAPH_REVISION = 3
 """Revision of :meth:`LSSRModel.forward`'s graph; part of the key of cached ONNX exports, so a
-change here (2: output clamped to HLS's valid range instead of [-1, 1]) re-exports them."""
+change here (2: output clamped to HLS's valid range instead of [-1, 1]; 3: pixel-space skip)
+re-exports them."""
+GATE_FILE = "detail_gate.safetensors"
+SKIPS = ("pixel", "latent")
 PRESENT_KEYS = ("dem", "landcover", "sar")
 
 
@@ -91,8 +109,19 @@ class LSSRConfig:
     """Extra keyword arguments for :class:`~lssr_ray.model.aux.AuxFusion`."""
     sar_head: dict = field(default_factory=dict)
     """Extra keyword arguments for :class:`~lssr_ray.model.sar.SARHead`."""
+    skip: str = "pixel"
+    """``pixel``: ``up + Dec(z' - g eps) - Dec(z)`` (starts at bicubic); ``latent``: ``Dec(z' - eps)``
+    (checkpoints saved before the skip existed: ``from_checkpoint`` picks it when the key is absent)."""
+    color_fix: str = "none"
+    """Colour fix at inference only (eval mode): ``none``, ``adain`` or ``wavelet``."""
 
     def __post_init__(self) -> None:
+        from lssr_ray.model.colorfix import COLOR_FIXES
+
+        if self.skip not in SKIPS:
+            raise ConfigError(f"skip must be one of {SKIPS}, got {self.skip!r}")
+        if self.color_fix not in COLOR_FIXES:
+            raise ConfigError(f"color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
         if not 0 <= self.timestep < 1000:
             raise ConfigError(f"timestep must be in [0, 1000), got {self.timestep}")
         if not 0.0 <= self.modality_dropout < 1.0:
@@ -240,6 +269,10 @@ class LSSRModel(_torch_module_base()):
         self.fusion = AuxFusion(**{"latent_channels": lat, "downsample": down, **self.config.fusion})
         self.sar_head = SARHead(**self.config.sar_head)
         self.register_buffer("prompt_embeds", base.prompt_embeds.clone(), persistent=False)
+        import torch
+
+        # g of the pixel skip, one per band group (rgb, ir); 0 = output is the bicubic image
+        self.detail_gate = torch.nn.Parameter(torch.zeros(2), requires_grad=self.config.skip == "pixel")
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.merged = False
 
@@ -259,6 +292,8 @@ class LSSRModel(_torch_module_base()):
             t = sum(p.numel() for p in mod.parameters() if p.requires_grad)
             f = sum(p.numel() for p in mod.parameters() if not p.requires_grad)
             out[name] = {"trainable": t, "frozen": f}
+        g = self.detail_gate
+        out["gate"] = {"trainable": g.numel() if g.requires_grad else 0, "frozen": 0 if g.requires_grad else g.numel()}
         out["total"] = {k: sum(v[k] for v in out.values()) for k in ("trainable", "frozen")}
         return out
 
@@ -276,11 +311,23 @@ class LSSRModel(_torch_module_base()):
         up = F.interpolate(lr, size=(H, W), mode="bicubic", align_corners=False).clamp(-1, 1)
         x = torch.cat([up[:, :3], up[:, 3:]], 0)  # [rgb chips; ir chips]
         z = self.vae.encode(x).latent_dist.mean * self.scaling_factor
-        z = self.fusion(z, dem, landcover, month, present)
-        emb = self.prompt_embeds.expand(z.shape[0], -1, -1)
-        eps = self.unet(z, self.config.timestep, encoder_hidden_states=emb).sample
-        img = self._to_valid_range(self.vae.decode((z - eps) / self.scaling_factor).sample, b)
-        img = self._to_valid_range(self.sar_head(img, sar, present[:, 2]), b)
+        zf = self.fusion(z, dem, landcover, month, present)
+        emb = self.prompt_embeds.expand(zf.shape[0], -1, -1)
+        eps = self.unet(zf, self.config.timestep, encoder_hidden_states=emb).sample
+        sf = self.scaling_factor
+        if self.config.skip == "pixel":
+            g = self.detail_gate.repeat_interleave(b).view(-1, 1, 1, 1).to(z.dtype)
+            # one decoder call for both terms; the VAE error is in both and cancels
+            dec = self.vae.decode(torch.cat([zf - g * eps, z], 0) / sf).sample
+            img = x + (dec[: 2 * b] - dec[2 * b :])
+        else:
+            img = self.vae.decode((zf - eps) / sf).sample
+        img = self.sar_head(self._to_valid_range(img, b), sar, present[:, 2])
+        if not self.training and self.config.color_fix != "none":
+            from lssr_ray.model.colorfix import apply_color_fix
+
+            img = apply_color_fix(self.config.color_fix, img, x)
+        img = self._to_valid_range(img, b)
         return torch.cat([img[:b], img[b:]], 1)
 
     @staticmethod
@@ -317,6 +364,8 @@ class LSSRModel(_torch_module_base()):
         self.fusion.save_pretrained(folder / "fusion")
         self.sar_head.save_pretrained(folder / "sar_head")
         save_file({"prompt_embeds": self.prompt_embeds.contiguous()}, str(folder / "prompt_embeds.safetensors"))
+        if self.config.skip == "pixel":
+            save_file({"detail_gate": self.detail_gate.detach().contiguous()}, str(folder / GATE_FILE))
         meta = {
             "config": self.config.to_dict(),
             "base": {"uri": self.base_uri, "fingerprint": self.base_fingerprint},
@@ -333,6 +382,7 @@ class LSSRModel(_torch_module_base()):
         ``base``: a loaded :class:`~lssr_ray.model.base.BaseModel`, a path/URI, or None for the
         URI recorded in the checkpoint. With ``check_base`` the base fingerprint must match.
         """
+        import torch
         from safetensors.torch import load_file
 
         from lssr_ray.model.aux import AuxFusion
@@ -354,11 +404,18 @@ class LSSRModel(_torch_module_base()):
         emb_file = folder / "prompt_embeds.safetensors"
         if emb_file.is_file():
             base.prompt_embeds = load_file(str(emb_file))["prompt_embeds"]
-        model = cls(base, LSSRConfig.from_dict(meta["config"]), adapters=folder / "adapters")
+        cfg = dict(meta["config"])
+        cfg.setdefault("skip", "latent")  # saved before the pixel skip existed: keep its forward
+        model = cls(base, LSSRConfig.from_dict(cfg), adapters=folder / "adapters")
         model.fusion = AuxFusion.from_pretrained(folder / "fusion")
         model.sar_head = SARHead.from_pretrained(folder / "sar_head")
         for m in (model.fusion, model.sar_head):
             m.requires_grad_(True)
+        if model.config.skip == "pixel":
+            if not (folder / GATE_FILE).is_file():
+                raise MissingDataError(f"{folder} lacks {GATE_FILE} (the pixel skip's gate)")
+            with torch.no_grad():
+                model.detail_gate.copy_(load_file(str(folder / GATE_FILE))["detail_gate"])
         return model
 
     def merge_for_inference(self) -> LSSRModel:

@@ -85,8 +85,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     seen = result.get("seen_locations", {})
     lines = ["# LSSR evaluation", "",
              f"- data: `{result.get('data', result['store'])}`",
-             f"- checkpoint: `{result['checkpoint']}`; base: `{result['base']}`; "
-             f"CNN: `{result.get('baseline_cnn')}`",
+             (f"- checkpoint: `{result['checkpoint']}`; base: `{result['base']}`; "
+             f"CNN: `{result.get('baseline_cnn')}`"),
              "- locations seen in training / pretraining: " + "; ".join(
                  f"{k}: {'not recorded' if v is None else ', '.join(v) or 'none'}" for k, v in seen.items()),
              f"- variants for the uncertainty: {', '.join(result.get('variants', []))}", ""]

@@ -223,7 +223,12 @@ def evaluate_pairs(
     from lssr_ray.data.pairs import open_pairs, pair_locations
     from lssr_ray.model.lssr import LSSRPipeline, preprocess
     from lssr_ray.model.metrics import evaluate
-    from lssr_ray.model.trust import DEFAULT_VARIANTS, consistency, correctness_fractions, uncertainty
+    from lssr_ray.model.trust import (
+        DEFAULT_VARIANTS,
+        consistency,
+        correctness_fractions,
+        uncertainty,
+    )
     from lssr_ray.train import protocol as P
     from lssr_ray.train.eval_report import save_comparison_png
     from lssr_ray.train.loop import VAL_SEED

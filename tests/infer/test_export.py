@@ -20,6 +20,7 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from _chips import flanders_batch
+    from _zero_init import randomize_zero_inits
 
     from lssr_ray.infer.export import OnnxLSSR, export_onnx
     from lssr_ray.model.base import SMALL_BASE_DIR, load_base
@@ -27,10 +28,9 @@ def exported(tmp_path_factory):
 
     torch.manual_seed(0)
     model = LSSRModel(load_base(SMALL_BASE_DIR))
-    with torch.no_grad():  # non-zero LoRA B so the merged adapters matter in the graph
-        for n, p in model.unet.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.02)
+    # non-zero LoRA B, detail gate and fusion / SAR outputs: merged adapters and the pixel skip
+    # matter in the graph (untrained, the model is exactly bicubic)
+    randomize_zero_inits(model, std=0.02)
     pipe = LSSRPipeline.from_model(model)
     path = export_onnx(pipe.model, tmp_path_factory.mktemp("onnx") / "lssr.onnx", batch_size=2, chip_size=16)
     batch, _ = flanders_batch()
@@ -49,6 +49,29 @@ def test_onnx_matches_torch_on_real_chips(exported):
     ref, got = pipe(batch)["sr"], runner(batch)["sr"]
     assert np.nanmax(np.abs(ref - got)) < TOL
     np.testing.assert_array_equal(np.isnan(ref), np.isnan(got))
+    # the graph is more than the bicubic skip: adapters, gate, fusion and SAR head act
+    inputs = preprocess(batch)
+    up = torch.nn.functional.interpolate(torch.from_numpy(inputs["lr"]), scale_factor=3, mode="bicubic",
+                                         align_corners=False).clamp(-1, 1).numpy()
+    assert np.abs(runner.run_arrays(inputs) - up).max() > 1e-3
+
+
+def test_onnx_with_wavelet_colour_fix(exported, tmp_path):
+    """The colour fix is inside the exported graph (dilated convs, replicate padding)."""
+    import copy
+    import dataclasses
+
+    from lssr_ray.infer.export import OnnxLSSR, export_onnx, max_abs_diff
+    from lssr_ray.model.lssr import preprocess
+
+    pipe, _, batch, _ = exported
+    model = copy.deepcopy(pipe.model)
+    model.config = dataclasses.replace(model.config, color_fix="wavelet")
+    path = export_onnx(model, tmp_path / "fix.onnx", batch_size=2, chip_size=16)
+    inputs = preprocess(batch)
+    assert max_abs_diff(model, OnnxLSSR(path, threads=1), inputs) < TOL
+    with torch.inference_mode():
+        assert (model.forward_batch(inputs) - pipe.model.forward_batch(inputs)).abs().max() > 1e-4
 
 
 def test_onnx_nodata_and_missing_modalities(exported):

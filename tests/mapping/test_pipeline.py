@@ -15,6 +15,9 @@ ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres, inside th
 
 
 
+LEGACY_BASE = REPO_ROOT / "models" / "small-sd-base"
+LEGACY_CHECKPOINT = REPO_ROOT / "models" / "lssr-adapters-cpu"
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     import ray
@@ -23,7 +26,11 @@ def run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("map")
     aoi = write_utm_aoi(tmp / "al4.geojson", ALABAMA_BOX)
-    cfg = MapConfig(aoi=aoi, out=str(tmp / "al4.zarr"), dates="clearest")
+    # The v1 model (small base + its adapters): the seam test needs chip-edge artefacts that
+    # blending removes; the shipped v3 model starts at bicubic and pastes almost seamlessly
+    # (naive seam statistic 1.01 vs 0.95 blended, measured 2026-12-01).
+    cfg = MapConfig(aoi=aoi, out=str(tmp / "al4.zarr"), dates="clearest", base=str(LEGACY_BASE),
+                    checkpoint=str(LEGACY_CHECKPOINT))
     commits = []
     try:
         summary = run_map(cfg, progress=False, on_commit=commits.append)
@@ -107,7 +114,7 @@ def test_provenance_attributes(run):
     cfg, plan, summary, _ = run
     a = open_store(cfg.out).attrs
     assert a["source_granules"] == ["HLS.L30.T16RDV.2015216T161921.v2.0"]
-    assert a["base_model_sha256"] == base_fingerprint(REPO_ROOT / "models" / "small-sd-base")
+    assert a["base_model_sha256"] == base_fingerprint(LEGACY_BASE)
     assert a["adapter_sha256"] == plan.identity["adapter_sha256"]
     assert a["software_version"] and a["created"].startswith("20") and a["engine"] == "onnxruntime"
     assert json.loads(a["run_config"]) == plan.identity and a["run_id"] == plan.run_id == summary.run_id

@@ -15,26 +15,31 @@ from lssr_ray.model.adapters import (
 )
 
 
-def test_targets_attention_conv_and_ff_layers(base):
+def test_targets_the_reference_layers(base):
+    """Attention, transformer projections, resnet convs + shortcuts, resampler convs, feed-forward
+    and the UNet's conv_in / conv_out (the reference's list); norms and time embedding untouched."""
     add_adapters(base.unet, AdapterConfig())
     names = {n.split(".lora_")[0] for n, _ in base.unet.named_parameters() if "lora_A.pixel" in n}
     kinds = {n.rsplit(".", 1)[-1] if not n.endswith("to_out.0") else "to_out.0" for n in names}
-    for k in ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "proj", "2"):
+    for k in ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "proj", "2", "proj_in", "proj_out",
+              "conv_in", "conv_out", "conv_shortcut"):
         assert k in kinds, k
+    assert any("downsamplers.0.conv" in n for n in names) and any("upsamplers.0.conv" in n for n in names)
+    assert not any("norm" in n or "time_emb" in n for n in names)
     ranks = {p.shape[0] for n, p in base.unet.named_parameters() if "lora_A" in n}
-    assert ranks == {4}
+    assert ranks == {AdapterConfig().rank}
     assert lora_parameter_count(base.unet) > 0
 
 
 def test_staged_training_switch(base):
-    add_adapters(base.unet, AdapterConfig())
+    add_adapters(base.unet, AdapterConfig(names=("pixel", "semantic"), merge_weights=(1.0, 1.0)))
     set_trainable_adapters(base.unet, ["pixel"])
     train = {n for n, p in base.unet.named_parameters() if p.requires_grad}
     assert train and all(".pixel." in n for n in train)
 
 
 def test_weighted_merge_equals_weighted_adapters(base):
-    cfg = AdapterConfig(merge_weights=(1.0, 0.5))
+    cfg = AdapterConfig(names=("pixel", "semantic"), merge_weights=(1.0, 0.5))
     unet = base.unet
     add_adapters(unet, cfg)
     with torch.no_grad():
@@ -56,6 +61,6 @@ def test_weighted_merge_equals_weighted_adapters(base):
 
 def test_bad_adapter_config():
     with pytest.raises(ConfigError, match="one weight per adapter"):
-        AdapterConfig(merge_weights=(1.0,))
+        AdapterConfig(merge_weights=(1.0, 1.0))
     with pytest.raises(ConfigError, match="rank"):
         AdapterConfig(rank=0)

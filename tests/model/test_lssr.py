@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from _zero_init import randomize_zero_inits
 from safetensors.torch import load_file
 
 from lssr_ray.errors import BatchError, ConfigError
@@ -34,15 +35,28 @@ def _base_weights(unet) -> dict[str, torch.Tensor]:
 
 
 def test_forward_backward_on_real_chips(base, real_batch):
+    from lssr_ray.model.lssr import LSSRConfig
+
     batch, hr = real_batch
-    model = LSSRModel(base).train()
+    model = LSSRModel(base, LSSRConfig(modality_dropout=0.0)).train()  # every aux path is live
     out = model.forward_batch(preprocess(batch))
     assert out.shape == (2, 6, 48, 48)
     loss, terms = LSSRLoss()(out, torch.from_numpy(hr))
     assert torch.isfinite(loss) and terms["ndvi"] > 0 and terms["fft"] > 0
     loss.backward()
-    # LoRA B (zero at init) and every fusion / SAR-head weight receive a gradient;
-    # LoRA A gets none at step 0 because B = 0 (standard LoRA init)
+    # at init (everything that adds to bicubic is zero) the gradient reaches the detail gate and
+    # the fusion / SAR output projections: the way out of the identity
+    for name in ("detail_gate", "fusion.out.weight", "sar_head.out_proj.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+    # once those are non-zero, LoRA B and every fusion / SAR-head weight receive a gradient;
+    # LoRA A gets none while B = 0 (standard LoRA init)
+    model.zero_grad()
+    randomize_zero_inits(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.zero_()
+    LSSRLoss()(model.forward_batch(preprocess(batch)), torch.from_numpy(hr))[0].backward()
     for name, p in model.named_parameters():
         if p.requires_grad and "lora_A" not in name and not name.endswith(("missing",)):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -78,7 +92,7 @@ def test_adapter_checkpoint_round_trip_is_bit_identical(base, real_batch, tmp_pa
     with torch.no_grad():
         y1 = model.forward_batch(inputs)
     ck = model.save_checkpoint(tmp_path / "ck")
-    # the checkpoint holds only trainable weights (LoRA + fusion + SAR head)
+    # the checkpoint holds only trainable weights (LoRA + fusion + SAR head + detail gate)
     n_saved = sum(v.numel() for f in ck.rglob("*.safetensors") if f.name != "prompt_embeds.safetensors"
                   for v in load_file(str(f)).values())
     assert n_saved == model.parameter_summary()["total"]["trainable"]
@@ -108,7 +122,7 @@ def test_pipeline_deterministic_and_matches_unmerged(base, real_batch, tmp_path)
 
 def test_missing_modalities_still_run(base, real_batch):
     batch, _ = real_batch
-    pipe = LSSRPipeline.from_model(LSSRModel(base))
+    pipe = LSSRPipeline.from_model(randomize_zero_inits(LSSRModel(base)))
     full = pipe(batch)["sr"]
     none = dict(batch, present=np.zeros((2, 3), np.float32))
     out0 = pipe(none)["sr"]
@@ -165,7 +179,7 @@ def test_modality_dropout_only_in_training(base, real_batch):
     from lssr_ray.model.lssr import LSSRConfig
 
     batch, _ = real_batch
-    model = LSSRModel(base, LSSRConfig(modality_dropout=0.999))
+    model = randomize_zero_inits(LSSRModel(base, LSSRConfig(modality_dropout=0.999)))
     inputs = preprocess(batch)
     absent = dict(inputs, present=np.zeros((2, 3), np.float32))
     with torch.no_grad():
@@ -194,4 +208,5 @@ def test_a_few_steps_reduce_the_loss_on_real_chips(base, real_batch):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0], losses
+    # from bicubic (the identity at init) on a real L8-S2 pair, whose error is mostly radiometric
+    assert losses[-1] < 0.92 * losses[0], losses
