@@ -54,8 +54,14 @@ def bicubic_rgb(rgb30: np.ndarray, scale: int = 3) -> np.ndarray:
 
     from lssr_ray.infer.bicubic_engine import bicubic_upsample
 
-    a = torch.from_numpy(np.ascontiguousarray(rgb30, np.float32))[None]
-    return bicubic_upsample(a, scale=scale).numpy()[0]
+    rgb30 = np.asarray(rgb30, np.float32)
+    ok = np.isfinite(rgb30)
+    # NaN would spread over the kernel's reach: fill it, then put NaN back on the 3x3 children of
+    # invalid 30 m pixels (as the model's postprocess does), so the panels share one footprint
+    fill = float(np.nanmean(rgb30)) if ok.any() else 0.0
+    a = torch.from_numpy(np.ascontiguousarray(np.where(ok, rgb30, fill)))[None]
+    up = bicubic_upsample(a, scale=scale).numpy()[0]
+    return np.where(ok.repeat(scale, -2).repeat(scale, -1), up, np.nan).astype(np.float32)
 
 
 def render(rgb30: np.ndarray, rgb10: np.ndarray, *, title: str = "", trust: np.ndarray | None = None,
@@ -83,7 +89,8 @@ def render(rgb30: np.ndarray, rgb10: np.ndarray, *, title: str = "", trust: np.n
     if trust is not None:
         t = np.asarray(trust, np.float32)
         vals = t[np.isfinite(t)]
-        im = axes[-1].imshow(np.ma.masked_invalid(t), cmap="magma", interpolation="nearest", vmin=0.0,
+        cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.5")  # nodata grey, as in the RGB panels
+        im = axes[-1].imshow(np.ma.masked_invalid(t), cmap=cmap, interpolation="nearest", vmin=0.0,
                              vmax=float(np.percentile(vals, 98)) if vals.size else 0.01)
         fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.02, label="reflectance")
         titles.append(f"{trust_name} 10 m (RGB mean)")
