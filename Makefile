@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python jobs/map_region.py --aoi examples/flanders_31UDS.geojson
+	$(BIN)/python jobs/map_region.py --aoi examples/flanders_31UDS.geojson --uncertainty
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--base", default=d.base, help="frozen SD base folder or s3:// URI")
     ap.add_argument("--engine", default=d.engine, choices=["auto", "torch", "onnxruntime", "tensorrt", "bicubic"],
                     help="inference engine; bicubic: no model, x3 bicubic (dry runs)")
+    ap.add_argument("--uncertainty", action="store_true",
+                    help="also write the per-pixel uncertainty layer (spread over test-time flips/rotations "
+                         "and SAR dropout: several forward passes per chip)")
     ap.add_argument("--dates", default=d.dates, choices=["all", "clearest"],
                     help="all: one time step per acquisition date; clearest: the clearest date per chip")
     ap.add_argument("--actors", type=int, default=d.num_actors, help="LSSR actors (0: one per GPU, else 1)")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = MapConfig(
             aoi=a.aoi, catalog=a.catalog, start=a.start, end=a.end, out=a.out, checkpoint=a.checkpoint,
-            base=a.base, engine=a.engine, dates=a.dates, chip_size=a.chip_size, overlap=a.overlap,
+            base=a.base, engine=a.engine, uncertainty=a.uncertainty, dates=a.dates, chip_size=a.chip_size, overlap=a.overlap,
             batch_size=a.batch_size, num_actors=a.actors, actor_cpus=a.actor_cpus, read_cpus=a.read_cpus,
             block=a.block, resume=a.resume, overwrite=a.overwrite, quicklook=not a.no_quicklook,
             ray_address=a.ray_address, classifier=a.classifier, yes=a.yes, confirm_over_s=a.confirm_over_s,

@@ -245,6 +245,9 @@ class MapConfig:
     """Chips per model call (the ONNX graph is exported with this fixed batch). *Run identity*."""
     seed: int = 0
     """Seed of the untrained-adapter fallback model. *Run identity*."""
+    uncertainty: bool = False
+    """Also write the ``uncertainty`` trust layer (spread over test-time variants; costs several
+    forward passes per chip). ``consistency`` is always written. *Run identity*."""
     num_actors: int = 0
     """LSSR actors; 0 = one per GPU on GPU clusters, else 1."""
     actor_cpus: float = 1.0

@@ -7,6 +7,8 @@ no pickles) holding:
   "window": [row_off, col_off, height, width] (output pixels, may be negative at grid edges),
   "granules": [...], "timing": {...}, "time_index", "created"}``
 * ``sr`` (only when ``status == "ok"``): float32 (6, 3h, 3w) reflectance, NaN = nodata.
+* trust layers (only when ``ok``, each optional): ``consistency``, ``uncertainty``, float32 of
+  ``sr``'s shape (:mod:`lssr_ray.mapping.trust_layers`).
 
 The object is the commit: a chip whose partial exists is done. Locally it is written under a
 temporary name in the same directory and renamed (atomic on POSIX); on ``s3://`` it is one PUT
@@ -77,6 +79,8 @@ class Partial:
     """The JSON record (see the module docstring)."""
     sr: np.ndarray | None = field(default=None, repr=False)
     """float32 (6, 3h, 3w) reflectance, or None for a skipped chip."""
+    layers: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Trust layers by name (float32 of ``sr``'s shape); empty for a skipped chip."""
 
     @property
     def ok(self) -> bool:
@@ -114,6 +118,7 @@ def commit_partial(
     granules: Iterable[str] = (),
     timing: Mapping[str, float] | None = None,
     time_index: int = 0,
+    layers: Mapping[str, np.ndarray] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Commit one chip's result atomically; returns the partial's URL/path.
@@ -128,6 +133,7 @@ def commit_partial(
         granules: input granule ids the chip was made from.
         timing: seconds per step, e.g. ``{"read_s": 0.4, "infer_s": 1.2}``.
         time_index: index on the store's time axis this result belongs to.
+        layers: trust layers of an ``ok`` chip by name, each of ``sr``'s shape.
     """
     parse_chip_id(cid)
     if status not in ("ok", "skipped"):
@@ -141,6 +147,11 @@ def commit_partial(
             raise StoreError(
                 f"chip {cid}: window {tuple(window)} does not match sr {arrays['sr'].shape}"
             )
+        for name, arr in dict(layers or {}).items():
+            if name in ("sr", "record") or np.shape(arr) != arrays["sr"].shape:
+                raise StoreError(f"chip {cid}: layer {name!r} of shape {np.shape(arr)} must be named other "
+                                 f"than sr/record and match sr {arrays['sr'].shape}")
+            arrays[name] = np.ascontiguousarray(arr, dtype="float32")
         reason = None
     elif reason not in SKIP_REASONS:
         raise StoreError(f"chip {cid}: skip reason {reason!r} unknown; valid: {SKIP_REASONS}")
@@ -202,7 +213,8 @@ def load_partial(
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         record = json.loads(str(npz["record"]))
         sr = npz["sr"] if with_sr and "sr" in npz.files else None
-    return Partial(record=record, sr=sr)
+        layers = {k: npz[k] for k in npz.files if k not in ("record", "sr")} if with_sr else {}
+    return Partial(record=record, sr=sr, layers=layers)
 
 
 def done_chip_ids(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> set[str]:
@@ -237,15 +249,28 @@ def load_neighbourhood(
     Missing, skipped or off-grid neighbours map to None. This is the input of
     :func:`lssr_ray.mapping.blend.blend_chunk` for output chunk (row, col).
     """
-    out: dict[tuple[int, int], np.ndarray | None] = {}
+    return load_neighbourhood_layers(store_url, row, col, ("sr",), storage_options=storage_options)["sr"]
+
+
+def load_neighbourhood_layers(
+    store_url: str,
+    row: int,
+    col: int,
+    names: Sequence[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, dict[tuple[int, int], np.ndarray | None]]:
+    """:func:`load_neighbourhood` for several arrays of each partial (``"sr"`` and trust layers),
+    each partial read once: ``{name: {(dr, dc): array or None}}``; a partial without a layer
+    (e.g. committed before the layer existed) gives None for it."""
+    out: dict[str, dict[tuple[int, int], np.ndarray | None]] = {n: {} for n in names}
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             r, c = row + dr, col + dc
-            if r < 0 or c < 0:
-                out[(dr, dc)] = None
-                continue
-            p = load_partial(store_url, chip_id(r, c), storage_options=storage_options)
-            out[(dr, dc)] = p.sr if p is not None and p.ok else None
+            p = None if r < 0 or c < 0 else load_partial(store_url, chip_id(r, c), storage_options=storage_options)
+            arrays = {"sr": p.sr, **p.layers} if p is not None and p.ok else {}
+            for n in names:
+                out[n][(dr, dc)] = arrays.get(n)
     return out
 
 
@@ -274,6 +299,7 @@ __all__ = [
     "commit_skip",
     "done_chip_ids",
     "load_neighbourhood",
+    "load_neighbourhood_layers",
     "load_partial",
     "parse_chip_id",
     "partial_path",

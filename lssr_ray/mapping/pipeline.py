@@ -19,7 +19,7 @@ Resume: every chip-date is committed atomically as a partial (:mod:`lssr_ray.map
 under ``<store>/_partials/t{ti:04d}``); a rerun lists the partials and skips those items, then
 re-runs stage 2 over every chunk (idempotent). The store records the run identity
 (:func:`run_identity`: AOI file hash, catalog, dates, grid, batch size, seed, base and adapter
-hashes, engine kind, software version) in the ``run_config`` attribute; resuming with a
+hashes, engine kind, the ``--uncertainty`` switch, software version) in the ``run_config`` attribute; resuming with a
 different identity is refused. The run id is the first 16 hex digits of the sha256 of that
 identity (JSON, sorted keys), so a killed run and its resumption share the id and the resumed
 run takes over the killed run's store lock (:class:`~lssr_ray.mapping.store.StoreLock`).
@@ -135,6 +135,7 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
         "base_sha256": base_sha256,
         "adapter_sha256": adapter_sha256,
         "engine": engine,
+        "uncertainty": bool(cfg.uncertainty),  # adds a store variable and changes stage-1 partials
         "graph_revision": GRAPH_REVISION,
         "software_version": lssr_ray.__version__,
     }
@@ -201,7 +202,8 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     """Constructor arguments of :class:`LSSRPredictor` for this run."""
     cfg = plan.cfg
     kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
-                          "batch_size": cfg.batch_size, "chip_size": cfg.chip_size}
+                          "batch_size": cfg.batch_size, "chip_size": cfg.chip_size,
+                          "uncertainty": cfg.uncertainty}
     if plan.engine not in ("torch", "bicubic"):
         kw["onnx"] = onnx_graph(plan)
     return kw
@@ -260,6 +262,7 @@ def init_ray(cfg: MapConfig) -> bool:
 def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> None:
     from lssr_ray.mapping.output_target import OURS, output_state
     from lssr_ray.mapping.store import create_store, open_store, provenance_attrs, read_layout
+    from lssr_ray.mapping.trust_layers import trust_vars
 
     cfg, url = plan.cfg, plan.store
     if output_state(url, storage_options=storage_options) == OURS and not cfg.overwrite:
@@ -290,7 +293,7 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
     )
     create_store(url, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=g.output_shape,
                  chunk=plan.stage.plan.chunk_size, times=plan.times, attrs=attrs,
-                 storage_options=storage_options, overwrite=cfg.overwrite)
+                 storage_options=storage_options, overwrite=cfg.overwrite, trust_layers=trust_vars(cfg.uncertainty))
 
 
 def _committed(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[int, set[str]]:

@@ -1,4 +1,8 @@
-"""Quicklook PNGs: the 30 m input RGB next to the 10 m output RGB of one time step.
+"""Quicklook PNGs per time step: 30 m input | bicubic 10 m | LSSR 10 m | trust layer.
+
+The trust panel is the ``uncertainty`` layer (mean over the RGB bands) when the store has it
+(``--uncertainty``), else the ``consistency`` layer (mean |value| over RGB); a store without
+either shows three panels.
 
 Memory is bounded: at most ``max_px`` x ``max_px`` output pixels (a window centred on the
 grid) are read, whatever the region's size.
@@ -43,8 +47,28 @@ def _stretch(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.where(np.isfinite(img), img, 0.5)  # nodata / cloud shown grey
 
 
-def render(rgb30: np.ndarray, rgb10: np.ndarray, *, title: str = "") -> bytes:
-    """PNG bytes: input (3, h, w) at 30 m left, output (3, 3h, 3w) at 10 m right, one stretch."""
+def bicubic_rgb(rgb30: np.ndarray, scale: int = 3) -> np.ndarray:
+    """(3, h, w) 30 m reflectance -> (3, scale*h, scale*w) by the project's bicubic
+    (:func:`lssr_ray.infer.bicubic_engine.bicubic_upsample`, the floor LSSR must beat)."""
+    import torch
+
+    from lssr_ray.infer.bicubic_engine import bicubic_upsample
+
+    rgb30 = np.asarray(rgb30, np.float32)
+    ok = np.isfinite(rgb30)
+    # NaN would spread over the kernel's reach: fill it, then put NaN back on the 3x3 children of
+    # invalid 30 m pixels (as the model's postprocess does), so the panels share one footprint
+    fill = float(np.nanmean(rgb30)) if ok.any() else 0.0
+    a = torch.from_numpy(np.ascontiguousarray(np.where(ok, rgb30, fill)))[None]
+    up = bicubic_upsample(a, scale=scale).numpy()[0]
+    return np.where(ok.repeat(scale, -2).repeat(scale, -1), up, np.nan).astype(np.float32)
+
+
+def render(rgb30: np.ndarray, rgb10: np.ndarray, *, title: str = "", trust: np.ndarray | None = None,
+           trust_name: str = "uncertainty") -> tuple[bytes, list[str]]:
+    """(PNG bytes, panel titles): input (3, h, w) at 30 m | its bicubic x3 | the output
+    (3, 3h, 3w) at 10 m, one stretch for the three, then ``trust`` (3h, 3w) when given, with
+    its own colour bar (reflectance units)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,17 +78,47 @@ def render(rgb30: np.ndarray, rgb10: np.ndarray, *, title: str = "") -> bytes:
     if finite.size == 0:
         finite = rgb10[np.isfinite(rgb10)]
     lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 0.3))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), dpi=100)
-    for ax, img, name in ((axes[0], rgb30, "input 30 m"), (axes[1], rgb10, "LSSR output 10 m")):
+    scale = rgb10.shape[-1] // max(1, rgb30.shape[-1])
+    panels = [(rgb30, "input 30 m"), (bicubic_rgb(rgb30, scale), "bicubic 10 m"), (rgb10, "LSSR 10 m")]
+    n = len(panels) + (trust is not None)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 5.4), dpi=100)
+    titles = []
+    for ax, (img, name) in zip(axes, panels):
         ax.imshow(_stretch(img, float(lo), float(hi)), interpolation="nearest")
-        ax.set_title(f"{name} ({img.shape[2]} x {img.shape[1]} px)")
+        titles.append(f"{name} ({img.shape[2]} x {img.shape[1]} px)")
+    if trust is not None:
+        t = np.asarray(trust, np.float32)
+        vals = t[np.isfinite(t)]
+        cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.5")  # nodata grey, as in the RGB panels
+        im = axes[-1].imshow(np.ma.masked_invalid(t), cmap=cmap, interpolation="nearest", vmin=0.0,
+                             vmax=float(np.percentile(vals, 98)) if vals.size else 0.01)
+        fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.02, label="reflectance")
+        titles.append(f"{trust_name} 10 m (RGB mean)")
+    for ax, name in zip(axes, titles):
+        ax.set_title(name)
         ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return buf.getvalue()
+    return buf.getvalue(), titles
+
+
+def trust_rgb(ds: Any, ti: int, ys: slice, xs: slice) -> tuple[np.ndarray | None, str]:
+    """(trust map (H, W) or None, its name) for the quicklook: the RGB mean of ``uncertainty``,
+    else the RGB mean of |``consistency``|, else None."""
+    import warnings
+
+    from lssr_ray.mapping.trust_layers import CONSISTENCY_VAR, UNCERTAINTY_VAR
+
+    for name in (UNCERTAINTY_VAR, CONSISTENCY_VAR):
+        if name in ds:
+            a = np.abs(np.asarray(ds[name].isel(time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+                return np.nanmean(a, axis=0), ("|consistency|" if name == CONSISTENCY_VAR else name)
+    return None, ""
 
 
 def write_quicklooks(
@@ -99,12 +153,11 @@ def write_quicklooks(
     paths = []
     for ti, grans in sorted(granules_by_time.items()):
         rgb30 = input_rgb(grid, grans, win)
-        sel = ds["reflectance"].isel(time=int(ti), band=[0, 1, 2],
-                                     y=slice(win[0] * k, (win[0] + win[2]) * k),
-                                     x=slice(win[1] * k, (win[1] + win[3]) * k))
-        rgb10 = np.asarray(sel.values, np.float32)
+        ys, xs = slice(win[0] * k, (win[0] + win[2]) * k), slice(win[1] * k, (win[1] + win[3]) * k)
+        rgb10 = np.asarray(ds["reflectance"].isel(time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32)
+        trust, trust_name = trust_rgb(ds, int(ti), ys, xs)
         label = labels.get(ti, f"t{ti}")
-        png = render(rgb30, rgb10, title=f"{label}  {grid.crs}")
+        png, _ = render(rgb30, rgb10, title=f"{label}  {grid.crs}", trust=trust, trust_name=trust_name)
         url = "/".join([out.rstrip("/"), f"t{int(ti):04d}_{label}.png"])
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -113,4 +166,4 @@ def write_quicklooks(
     return paths
 
 
-__all__ = ["input_rgb", "render", "write_quicklooks"]
+__all__ = ["bicubic_rgb", "input_rgb", "render", "trust_rgb", "write_quicklooks"]

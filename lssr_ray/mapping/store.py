@@ -9,6 +9,9 @@ Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray 
                    (1, 6, C, C), C = chip core
       valid        uint8 (time, y, x): 1 where all six bands are valid, 0 otherwise (and in
                    chunks never written); chunks (1, C, C)
+      consistency  int16 (time, band, y, x), scale 0.0001, _FillValue -32768: PSF-degraded output
+                   minus input (:mod:`lssr_ray.mapping.trust_layers`); always written by a run
+      uncertainty  the same encoding: spread over test-time variants; only with --uncertainty
       spatial_ref  CF grid mapping (crs_wkt + GeoTransform), referenced by ``grid_mapping``
       time, band, y, x   coordinates (pixel centres in metres of the UTM CRS)
       _partials/   per-chip stage-1 predictions (see :mod:`lssr_ray.mapping.partials`)
@@ -182,6 +185,8 @@ class StoreLayout:
     """Length of the time axis."""
     bands: tuple[str, ...]
     """Band names in store order."""
+    trust_layers: tuple[str, ...] = ()
+    """Trust variables the store holds (:data:`lssr_ray.mapping.trust_layers.TRUST_VARS` order)."""
 
 
 def _check_transform(transform: Sequence[float]) -> tuple[float, ...]:
@@ -208,6 +213,7 @@ def create_store(
     attrs: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    trust_layers: Sequence[str] = (),
 ) -> None:
     """Write the store template (metadata and coordinates, no data chunks).
 
@@ -227,6 +233,8 @@ def create_store(
             :func:`exists`. Whatever ``overwrite`` says, a location holding anything that is not
             a store of this project (:func:`~lssr_ray.mapping.output_target.output_state`) is
             refused, never emptied.
+        trust_layers: trust variables to add next to ``reflectance``, same grid and chunks
+            (:func:`lssr_ray.mapping.trust_layers.trust_vars`).
     """
     import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -264,6 +272,15 @@ def create_store(
         },
         coords={"time": times_arr, "band": list(bands), "y": y, "x": x},
     )
+    from lssr_ray.mapping.trust_layers import TRUST_VARS, trust_attrs, trust_encoding
+
+    unknown = sorted(set(trust_layers) - set(TRUST_VARS))
+    if unknown:
+        raise StoreError(f"unknown trust layers {unknown}; valid: {list(TRUST_VARS)}")
+    trust = [n for n in TRUST_VARS if n in set(trust_layers)]
+    for name in trust:
+        ds[name] = (("time", "band", "y", "x"), refl)
+        ds[name].attrs.update(trust_attrs(name))
     ds = ds.rio.write_crs(crs).rio.write_transform(Affine(*t)).rio.write_grid_mapping("spatial_ref")
     ds[REFLECTANCE_VAR].attrs.update(
         long_name="surface reflectance (10 m, super-resolved)", units="1", valid_range=list(VALID_RANGE)
@@ -287,6 +304,7 @@ def create_store(
         },
         # no _FillValue: 0 (zarr's default for never-written chunks) already means "invalid"
         VALID_VAR: {"_FillValue": None, "chunks": (1, chunk, chunk), "grid_mapping": "spatial_ref"},
+        **{name: trust_encoding((1, nb, chunk, chunk)) for name in trust},
     }
     ds.to_zarr(
         str(url),
@@ -327,8 +345,12 @@ def read_layout(url: str, *, storage_options: Mapping[str, Any] | None = None) -
         raise StoreError(
             f"{url} is not an lssr-ray store (no {REFLECTANCE_VAR!r}); create it with create_store"
         ) from exc
+    from lssr_ray.mapping.trust_layers import TRUST_VARS
+
     nt, _, h, w = arr.shape
-    return StoreLayout(shape=(h, w), chunk=int(arr.chunks[2]), n_times=nt, bands=bands)
+    names = set(group.array_keys())
+    return StoreLayout(shape=(h, w), chunk=int(arr.chunks[2]), n_times=nt, bands=bands,
+                       trust_layers=tuple(n for n in TRUST_VARS if n in names))
 
 
 # --------------------------------------------------------------------------- writes
@@ -343,6 +365,7 @@ def write_chunk(
     time_index: int = 0,
     valid: np.ndarray | None = None,
     layout: StoreLayout | None = None,
+    layers: Mapping[str, np.ndarray] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write one output chunk with a chunk-aligned region write (``mode="r+"``).
@@ -357,6 +380,9 @@ def write_chunk(
         time_index: index on the store's time axis.
         valid: uint8/bool (H, W); default: all bands finite.
         layout: the store layout if the caller already read it (saves a metadata read).
+        layers: trust layers of the chunk by name, each of ``reflectance``'s shape, written in the
+            same region write; each must be one of the store's ``trust_layers`` (a layer the
+            store holds but not given here stays fill / NaN in this chunk).
     """
     import xarray as xr
 
@@ -385,10 +411,20 @@ def write_chunk(
     # slightly negative prediction survives (a clip at 0 turned them into exact zeros)
     lo, hi = (v * SCALE_FACTOR for v in VALID_RANGE)
     refl = np.where(np.isfinite(refl), np.clip(refl, lo, hi), np.nan).astype("float32")
+    from lssr_ray.mapping.trust_layers import clip_trust
+
+    layers = dict(layers or {})
+    extra = sorted(set(layers) - set(lay.trust_layers))
+    if extra:
+        raise StoreError(f"store {url} has no trust layer(s) {extra}; it holds {list(lay.trust_layers)}")
+    for name, arr in layers.items():
+        if np.shape(arr) != refl.shape:
+            raise StoreError(f"trust layer {name!r} must have reflectance's shape {refl.shape}, got {np.shape(arr)}")
     sub = xr.Dataset(
         {
             REFLECTANCE_VAR: (("time", "band", "y", "x"), refl[None]),
             VALID_VAR: (("time", "y", "x"), valid[None]),
+            **{name: (("time", "band", "y", "x"), clip_trust(arr)[None]) for name, arr in layers.items()},
         }
     )
     region = {

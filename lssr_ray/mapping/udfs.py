@@ -18,6 +18,8 @@ granules    str (B,)     source granule id(s) used, comma-separated
 window      int64 (B, 4) chip window (row_off, col_off, H, W) on the 10 m output grid
 lr ...      batch contract (docs/ARCHITECTURE.md); zeros on skipped rows
 sr          float32      (B, 6, H, W) reflectance, NaN = nodata (after the predictor)
+consistency float32      (B, 6, H, W) trust layer (:mod:`~lssr_ray.mapping.trust_layers`)
+uncertainty float32      (B, 6, H, W) trust layer, only with ``uncertainty=True``
 read_s ...  float64 (B,) seconds spent per step (read_s, infer_s, commit_s)
 =========== ============ =============================================================
 
@@ -229,8 +231,9 @@ class LSSRPredictor:
     """The LSSR model behind one engine; built once per actor, called per batch.
 
     ``__call__`` runs ``preprocess`` -> engine -> ``postprocess`` on the ``ok`` rows and returns
-    the meta columns plus ``sr`` (B, 6, 3h, 3w) float32 (NaN rows for skipped chips) and
-    ``infer_s``. The input arrays are dropped so only predictions travel on.
+    the meta columns plus ``sr`` (B, 6, 3h, 3w) float32 (NaN rows for skipped chips), the trust
+    layers (``consistency``, and ``uncertainty`` when asked; same shape) and ``infer_s``. The
+    input arrays are dropped so only predictions travel on.
 
     Args:
         engine: ``torch``, ``onnxruntime``, ``tensorrt``, ``bicubic`` or ``auto`` (:func:`make_engine`).
@@ -239,6 +242,7 @@ class LSSRPredictor:
         onnx: the exported graph as bytes (or a path) for the ONNX engines; written to a
             temporary file on the actor's node so multi-node clusters need no shared disk.
         batch_size, chip_size: model call size; the ONNX graph fixes both.
+        uncertainty: also compute the ``uncertainty`` trust layer (several forward passes).
     """
 
     def __init__(
@@ -252,10 +256,12 @@ class LSSRPredictor:
         batch_size: int = 4,
         chip_size: int = 64,
         device: str | None = None,
+        uncertainty: bool = False,
     ) -> None:
         from lssr_ray.infer.engine import make_engine, resolve_kind
 
         self.scale = 3
+        self.uncertainty = bool(uncertainty)
         kind = resolve_kind(engine, onnx_path=onnx if onnx is not None else None,
                             torch_module=None if onnx is not None else True)
         if kind == "bicubic":  # no model to load: the pipeline at the cost of an interpolation
@@ -290,15 +296,21 @@ class LSSRPredictor:
         return postprocess(img, pre["valid"], scale=self.scale)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from lssr_ray.mapping.trust_layers import predict_with_trust, trust_vars
+
         t0 = time.perf_counter()
         ok = np.asarray(batch["status"]) == "ok"
         b, _, h, w = np.shape(batch["lr"])
-        sr = np.full((b, len(OUTPUT_BANDS), h * self.scale, w * self.scale), np.nan, np.float32)
+        layers = {k: np.full((b, len(OUTPUT_BANDS), h * self.scale, w * self.scale), np.nan, np.float32)
+                  for k in ("sr", *trust_vars(self.uncertainty))}
         if ok.any():
             keys = ("lr", "dem", "landcover", "sar", "month", "present")
-            sr[ok] = self.predict({k: np.asarray(batch[k])[ok] for k in keys})
+            got = predict_with_trust(self.predict, {k: np.asarray(batch[k])[ok] for k in keys},
+                                     scale=self.scale, uncertainty=self.uncertainty)
+            for k, arr in layers.items():
+                arr[ok] = got[k]
         out = {k: np.asarray(batch[k]) for k in (*_META_COLS, "read_s")}
-        out["sr"] = sr
+        out.update(layers)
         out["infer_s"] = np.full(b, (time.perf_counter() - t0) / max(1, int(ok.sum())), np.float64)
         return out
 
@@ -316,7 +328,9 @@ class CommitPartials:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from lssr_ray.mapping.partials import commit_partial
+        from lssr_ray.mapping.trust_layers import TRUST_VARS
 
+        trust = [k for k in TRUST_VARS if k in batch]
         commit_s = []
         for i, cid in enumerate(batch["chip_id"]):
             t0 = time.perf_counter()
@@ -327,6 +341,7 @@ class CommitPartials:
             commit_partial(
                 time_partials(self.store, ti), str(cid),
                 sr=batch["sr"][i] if ok else None,
+                layers={k: batch[k][i] for k in trust} if ok else None,
                 window=[int(v) for v in batch["window"][i]] if ok else None,
                 status="ok" if ok else "skipped",
                 reason=None if ok else str(batch["reason"][i]),
@@ -361,21 +376,26 @@ class BlendAndWrite:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from lssr_ray.mapping.blend import blend_chunk
-        from lssr_ray.mapping.partials import load_neighbourhood
+        from lssr_ray.mapping.partials import load_neighbourhood_layers
         from lssr_ray.mapping.store import write_chunk
 
         written = []
         for r, c, ti in zip(batch["row"], batch["col"], batch["ti"]):
-            preds = load_neighbourhood(time_partials(self.store, int(ti)), int(r), int(c),
-                                       storage_options=self.storage_options)
-            if all(p is None for p in preds.values()):
+            preds = load_neighbourhood_layers(time_partials(self.store, int(ti)), int(r), int(c),
+                                              ("sr", *self.layout.trust_layers),
+                                              storage_options=self.storage_options)
+            if all(p is None for p in preds["sr"].values()):
                 written.append(False)
                 continue
-            chunk = blend_chunk(preds, core=self.core, halo=self.halo)
+            chunk = blend_chunk(preds["sr"], core=self.core, halo=self.halo)
+            # each trust layer is blended with the same weights as the reflectance it describes
+            trust = {k: blend_chunk(preds[k], core=self.core, halo=self.halo)
+                     for k in self.layout.trust_layers if any(p is not None for p in preds[k].values())}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 write_chunk(self.store, chunk, row_off=int(r) * self.core, col_off=int(c) * self.core,
-                            time_index=int(ti), layout=self.layout, storage_options=self.storage_options)
+                            time_index=int(ti), layout=self.layout, layers=trust,
+                            storage_options=self.storage_options)
             written.append(True)
         return {"row": np.asarray(batch["row"]), "col": np.asarray(batch["col"]),
                 "ti": np.asarray(batch["ti"]), "written": np.asarray(written, bool)}

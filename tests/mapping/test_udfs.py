@@ -138,3 +138,19 @@ def test_missing_default_checkpoint_falls_back_with_a_warning(tmp_path, monkeypa
     (tmp_path / "lssr-adapters-cpu").mkdir()
     (tmp_path / "lssr-adapters-cpu" / "lssr_config.json").write_text("{}")
     assert resolve_checkpoint(None) == (str(tmp_path / "lssr-adapters-cpu"), None)
+
+
+def test_uncertainty_layer_is_engine_independent(flanders, predictors):
+    """The trust layer goes through each engine's own predict: onnxruntime and torch agree."""
+    _, _, rows = flanders
+    one = {k: np.asarray(v)[:1] for k, v in rows.items()}
+    ort, tor = predictors
+    try:
+        ort.uncertainty = tor.uncertainty = True
+        a, b = ort(one), tor(one)
+    finally:
+        ort.uncertainty = tor.uncertainty = False
+    assert a["uncertainty"].shape == a["consistency"].shape == (1, 6, 192, 192)
+    assert np.nanmean(a["uncertainty"]) > 1e-4  # the learned model is not variant-invariant
+    for k in ("sr", "consistency", "uncertainty"):
+        assert np.nanmax(np.abs(a[k] - b[k])) < 1e-4, k
