@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -40,6 +41,10 @@ def setup(tmp_path_factory):
     from lssr_ray.model.base import load_base
     from lssr_ray.model.baseline import ResidualCNN
     from lssr_ray.model.lssr import LSSRConfig, LSSRModel
+
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "model"))
+    from _zero_init import randomize_zero_inits
+
     from lssr_ray.train.evaluate import prepare_pairs
 
     root = tmp_path_factory.mktemp("eval")
@@ -64,7 +69,10 @@ def setup(tmp_path_factory):
     both.to_zarr(store, zarr_format=2, consolidated=True, encoding=pairs._encoding(both))
 
     torch.manual_seed(0)
-    ckpt = LSSRModel(load_base(str(BASE)), LSSRConfig()).save_checkpoint(root / "ckpt")
+    # an untrained model is exactly bicubic (flip-equivariant: zero spread, rho undefined), so the
+    # zero-initialised adapter parts get random values: the trust numbers must see a real model
+    model = randomize_zero_inits(LSSRModel(load_base(str(BASE)), LSSRConfig()))
+    ckpt = model.save_checkpoint(root / "ckpt")
     _trained_on(ckpt, ["tanzania_37MBS_2021"])
     cnn = root / "cnn"
     ResidualCNN().save_pretrained(cnn)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lssr_ray.config import REPO_ROOT
+from lssr_ray.model.losses import FFT_WEIGHT, NDVI_WEIGHT
 
 BASE = REPO_ROOT / "models" / "small-sd-base"
 
@@ -28,8 +29,10 @@ def test_metrics_jsonl_has_per_step_loss_and_throughput(chaos_run):
     assert [r["step"] for r in steps] == list(range(1, cfg.max_steps + 1))
     for r in steps:
         assert np.isfinite(r["total"]) and r["total"] > 0
-        # total = mse + fft + 20 ndvi (LSSRLoss defaults)
-        assert r["total"] == pytest.approx(r["mse"] + r["fft"] + 20 * r["ndvi"], rel=1e-5)
+        # total = the weighted sum of the logged terms (the run's LSSRLoss weights)
+        w = {"mse_weight": 1.0, "fft_weight": FFT_WEIGHT, "ndvi_weight": NDVI_WEIGHT, **cfg.loss}
+        assert r["total"] == pytest.approx(
+            w["mse_weight"] * r["mse"] + w["fft_weight"] * r["fft"] + w["ndvi_weight"] * r["ndvi"], rel=1e-5)
         assert r["samples_per_s"] > 0
     # validation on the real L8-S2 pairs at the last step, with the bicubic baseline alongside
     assert {"val_psnr_rgb", "val_bicubic_psnr_rgb", "val_ndvi_mse"} <= set(steps[-1])
