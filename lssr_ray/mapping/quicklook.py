@@ -25,6 +25,17 @@ def _window(grid: Any, max_px: int) -> tuple[int, int, int, int]:
     return ((h - mh) // 2, (w - mw) // 2, mh, mw)
 
 
+def _data_box(rgb10: np.ndarray, k: int) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1) in 30 m cells of the smallest whole-cell box holding every finite
+    10 m pixel of ``rgb10`` (3, H, W); the full window when nothing is finite."""
+    h, w = rgb10.shape[-2] // k, rgb10.shape[-1] // k
+    finite = np.isfinite(rgb10).any(axis=0)
+    if not finite.any():
+        return 0, h, 0, w
+    rows, cols = np.flatnonzero(finite.any(axis=1)), np.flatnonzero(finite.any(axis=0))
+    return rows[0] // k, min(h, rows[-1] // k + 1), cols[0] // k, min(w, cols[-1] // k + 1)
+
+
 def input_rgb(grid: Any, granules: Sequence[Any], window: tuple[int, int, int, int]) -> np.ndarray:
     """30 m RGB reflectance (3, h, w) over ``window``: first clear value over ``granules``, NaN else."""
     from lssr_ray.data.readers import read_lowres
@@ -156,6 +167,11 @@ def write_quicklooks(
         ys, xs = slice(win[0] * k, (win[0] + win[2]) * k), slice(win[1] * k, (win[1] + win[3]) * k)
         rgb10 = np.asarray(ds["reflectance"].isel(time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32)
         trust, trust_name = trust_rgb(ds, int(ti), ys, xs)
+        box = _data_box(rgb10, k)  # show where there is data, not a mostly empty window
+        rgb30 = rgb30[:, box[0]:box[1], box[2]:box[3]]
+        ys10, xs10 = slice(box[0] * k, box[1] * k), slice(box[2] * k, box[3] * k)
+        rgb10 = rgb10[:, ys10, xs10]
+        trust = None if trust is None else trust[..., ys10, xs10]
         label = labels.get(ti, f"t{ti}")
         png, _ = render(rgb30, rgb10, title=f"{label}  {grid.crs}", trust=trust, trust_name=trust_name)
         url = "/".join([out.rstrip("/"), f"t{int(ti):04d}_{label}.png"])
