@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lssr_ray.errors import LssrError, ProtocolError
+    from lssr_ray.errors import LssrError, one_line
     from lssr_ray.train.eval_report import format_table
     from lssr_ray.train.evaluate import evaluate_data
 
@@ -70,12 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         res = evaluate_data(args.data, args.checkpoint, out=out, png_dir=png, chip_size=args.chip_size,
                             halo=args.halo, max_png=args.max_png, base=args.base, baseline_cnn=cnn,
                             allow_seen=args.allow_seen, variants=variants)
-    except ProtocolError as e:  # scoring ground a model saw: refused
-        print(f"error: {e}", file=sys.stderr)
+    except LssrError as e:  # a refusal (ProtocolError: ground a model saw) or bad input: one line, exit 2
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    except LssrError as e:  # bad input (missing data, chip size, unknown variant): one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     print(f"data {args.data}  checkpoint {args.checkpoint}  base {res['base']}  CNN {res['baseline_cnn']}")
     if res["skipped"]:
         print(f"skipped {len(res['skipped'])} items (not evaluable):")

@@ -3,8 +3,8 @@ of an AOI printed by the job and stored in the store's provenance."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -77,9 +77,10 @@ def test_self_intersecting_aoi_note_is_printed_and_stored(tmp_path, capsys):
     note = [n for n in parsed.notes if n.startswith("invalid polygon repaired with make_valid (Self-intersection")]
     assert note and f"-> {parsed.area_km2:.4f} km2 after the repair" in note[0], parsed.notes
 
-    spec = importlib.util.spec_from_file_location("map_region_job_geom", REPO_ROOT / "jobs" / "map_region.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _jobs import load_job
+
+    job = load_job("map_region")
     out = tmp_path / "bowtie.zarr"
     rc = job.main(["--aoi", str(aoi), "--out", str(out), "--engine", "bicubic", "--dates", "clearest",
                    "--no-progress", "--no-quicklook", "--classifier", "none"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,15 @@ import pytest
 
 from lssr_ray.config import REPO_ROOT, MapConfig
 
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from _jobs import load_job
+
 FLANDERS = str(REPO_ROOT / "examples" / "flanders_31UDS.geojson")
 FLANDERS_L30 = "HLS.L30.T31UDS.2017243T104032.v2.0"  # an item over the Flanders AOI (EPSG:32631)
 
 
 def _job():
-    spec = importlib.util.spec_from_file_location("map_region_job", REPO_ROOT / "jobs" / "map_region.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_job("map_region")
 
 
 def run_job(capsys, *args: str) -> tuple[int, str]:

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +23,9 @@ from lssr_ray.config import REPO_ROOT, MapConfig
 from lssr_ray.data.aoi import write_box_aoi
 from lssr_ray.errors import ConfigError, IncompleteRunError
 
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from _jobs import load_job
+
 FLANDERS_TILE = (501340.0, 5629030.0, 502000.0, 5629690.0)  # the archive's only 31UDS granule (22 x 22 px)
 BELGIUM_LIKE = (490000.0, 5618000.0, 514000.0, 5642000.0)  # EPSG:32631, 24 x 24 km around it
 # EPSG:32616 box over the Alabama L30 granule's east edge (x 452475..471285): 1.2 km stick out east
@@ -31,10 +34,7 @@ ALABAMA_WIDE = (464000.0, 3397400.0, 472500.0, 3401000.0)  # 231 chips of 16 px 
 
 @pytest.fixture(scope="module")
 def job():
-    spec = importlib.util.spec_from_file_location("map_region_job_i10", REPO_ROOT / "jobs" / "map_region.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_job("map_region")
 
 
 def test_aoi_larger_than_coverage_plans_only_covered_chips(tmp_path):

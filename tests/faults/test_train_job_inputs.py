@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 
 from lssr_ray.config import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from _jobs import load_job
+
 from lssr_ray.errors import LssrError
 
 GOOD = (REPO_ROOT / "configs" / "train_cpu.yaml").read_text()
@@ -14,10 +18,7 @@ GOOD = (REPO_ROOT / "configs" / "train_cpu.yaml").read_text()
 
 @pytest.fixture(scope="module")
 def job():
-    spec = importlib.util.spec_from_file_location("train_job", REPO_ROOT / "jobs" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_job("train")
 
 
 @pytest.fixture

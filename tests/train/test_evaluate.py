@@ -3,7 +3,6 @@ and trust-layer numbers, against independent references (scikit-image, NumPy).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
@@ -12,16 +11,16 @@ import pytest
 
 from lssr_ray.config import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from _jobs import load_job
+
 SAMPLES = REPO_ROOT / "data" / "samples"
 BASE = REPO_ROOT / "models" / "small-sd-base"
 CHIP, HALO = 16, 4
 
 
 def _job():
-    spec = importlib.util.spec_from_file_location("evaluate_job", REPO_ROOT / "jobs" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_job("evaluate")
 
 
 def _trained_on(folder, locations):
@@ -200,8 +199,8 @@ def test_conversion_lists_what_it_skipped(setup):
 def test_bad_input_is_one_line(setup, tmp_path, capsys):
     _, _, store, ckpt, cnn, _ = setup
     job = _job()
-    assert job.main(["--data", str(tmp_path / "nothing"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.json")]) == 1
+    assert job.main(["--data", str(tmp_path / "nothing"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.json")]) == 2
     assert job.main(["--data", str(store), "--checkpoint", str(ckpt), "--baseline-cnn", str(cnn), "--chip-size", "24",
-                     "--out", str(tmp_path / "b.json")]) == 1
+                     "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "does not exist" in err[0] and "smaller than chip_size 24" in err[1]
