@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.train.protocol import ALL_METRICS, HIGHER_IS_BETTER
+
 _COLUMNS = (("lssr", "LSSR"), ("bicubic", "bicubic"), ("nearest", "nearest"), ("cnn", "res.CNN"),
             ("vae_truth", "VAE ceiling"))
 _NOTE = ("Scored: the core of each chip (its halo of real neighbouring 30 m cells was input, not scored), "
@@ -27,8 +29,6 @@ def _ci(c: dict[str, float]) -> str:
 
 
 def _group_lines(name: str, g: dict[str, Any], result: dict[str, Any], *, md: bool) -> list[str]:
-    from lssr_ray.train.evaluate import ALL_METRICS, HIGHER_IS_BETTER
-
     core = result["core_size"]
     head = (f"{name}: n = {g['n_pairs']} chips, core {core}x{core} cells at 30 m "
             f"(input {result['chip_size']}x{result['chip_size']}, halo {result['halo']})")

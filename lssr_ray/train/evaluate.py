@@ -36,18 +36,16 @@ from typing import Any
 import numpy as np
 
 from lssr_ray.errors import ConfigError, MissingDataError, ProtocolError
+from lssr_ray.train.protocol import (
+    ALL_METRICS,
+    BOOTSTRAP_METRICS,
+    METRICS,
+)
 
 METHODS = ("nearest", "bicubic", "lssr")
 #: Optional method: the residual-CNN baseline (``baseline_cnn=``).
 CNN = "cnn"
 REFERENCE = "vae_truth"
-METRICS = ("psnr_rgb", "psnr_ir", "ssim_rgb", "ssim_ir", "ndvi_mse", "sam_deg")
-HIGHER_IS_BETTER = {"psnr_rgb": True, "psnr_ir": True, "ssim_rgb": True, "ssim_ir": True,
-                    "ndvi_mse": False, "sam_deg": False, "psnr_rgb_norm": True, "psnr_ir_norm": True}
-NORM_METRICS = ("psnr_rgb_norm", "psnr_ir_norm")
-"""PSNR after the per-chip per-band affine radiometric fit at 30 m (protocol.affine_fit)."""
-ALL_METRICS = METRICS + NORM_METRICS
-BOOTSTRAP_METRICS = ("psnr_rgb", "psnr_ir", "ssim_rgb", "ssim_ir", "ndvi_mse", "psnr_rgb_norm", "psnr_ir_norm")
 DEFAULT_HALO = 4
 """30 m cells of real neighbouring pixels around the scored core of every chip."""
 SEEN_LABEL = "seen (not an evaluation)"

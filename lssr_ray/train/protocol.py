@@ -27,6 +27,15 @@ import numpy as np
 
 from lssr_ray.errors import ConfigError
 
+# What the protocol scores, and which way is better.
+METRICS = ("psnr_rgb", "psnr_ir", "ssim_rgb", "ssim_ir", "ndvi_mse", "sam_deg")
+HIGHER_IS_BETTER = {"psnr_rgb": True, "psnr_ir": True, "ssim_rgb": True, "ssim_ir": True,
+                    "ndvi_mse": False, "sam_deg": False, "psnr_rgb_norm": True, "psnr_ir_norm": True}
+NORM_METRICS = ("psnr_rgb_norm", "psnr_ir_norm")
+"""PSNR after the per-chip per-band affine radiometric fit at 30 m (:func:`affine_fit`)."""
+ALL_METRICS = METRICS + NORM_METRICS
+BOOTSTRAP_METRICS = ("psnr_rgb", "psnr_ir", "ssim_rgb", "ssim_ir", "ndvi_mse", "psnr_rgb_norm", "psnr_ir_norm")
+
 QA_GAIN = (0.85, 1.15)
 """Accepted per-band 30 m gain, mean(input) / mean(truth at 30 m), of a real pair (every band)."""
 QA_MIN_R = 0.9
