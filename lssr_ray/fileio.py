@@ -244,7 +244,9 @@ def atomic_put(url: str, data: bytes, storage_options: Mapping[str, Any] | None 
 # --------------------------------------------------------------------------- GDAL
 
 
-def _endpoint_gdal(endpoint: str) -> dict[str, str]:
+def endpoint_gdal_options(endpoint: str) -> dict[str, str]:
+    """GDAL's spelling of an S3 endpoint ``scheme://host:port``: ``AWS_S3_ENDPOINT``,
+    ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING=FALSE`` (path-style, as S3-compatible servers need)."""
     u = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
     return {"AWS_S3_ENDPOINT": u.netloc, "AWS_HTTPS": "YES" if u.scheme == "https" else "NO",
             "AWS_VIRTUAL_HOSTING": "FALSE"}
@@ -262,12 +264,12 @@ def gdal_options(url: str | None = None, storage_options: Mapping[str, Any] | No
     env = os.environ if env is None else env
     opts = dict(_GDAL_DEFAULTS)
     if env_endpoint(env):
-        opts.update(_endpoint_gdal(env_endpoint(env)))
+        opts.update(endpoint_gdal_options(env_endpoint(env)))
     opts.update({k: env[k] for k in _GDAL_ENV_KEYS if env.get(k)})
     if url and is_s3(url):
         explicit = {**_configured(str(url), env), **dict(storage_options or {})}
         if _endpoint_of(explicit):
-            opts.update(_endpoint_gdal(_endpoint_of(explicit)))
+            opts.update(endpoint_gdal_options(_endpoint_of(explicit)))
         if explicit.get("anon"):
             opts["AWS_NO_SIGN_REQUEST"] = "YES"
     return opts
@@ -351,7 +353,7 @@ def open_netcdf(path: str | os.PathLike, *, mask_and_scale: bool = True, decode_
 __all__ = [
     "CREDENTIAL_ENV", "CREDENTIAL_KEY", "ENDPOINT_ENV", "NETCDF_ENGINES", "STORAGE_OPTIONS_ENV",
     "CredentialProvider", "atomic_put", "check_endpoint", "check_reachable", "endpoint_for",
-    "env_endpoint", "filesystem", "gdal_endpoint", "gdal_env", "gdal_options", "is_remote", "is_s3", "join",
+    "endpoint_gdal_options", "env_endpoint", "filesystem", "gdal_endpoint", "gdal_env", "gdal_options", "is_remote", "is_s3", "join",
     "open_netcdf", "pyarrow_filesystem", "register_storage", "secret_values", "settings_for",
     "unregister_storage", "zarr_store",
 ]
