@@ -159,14 +159,21 @@ def test_bad_storage_options_variable_is_one_line_without_its_value(monkeypatch)
         fileio.settings_for("s3://b/k")
 
 
-def test_open_netcdf_reads_a_sample_as_netcdf4_does():
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "data" / "samples").rglob("*.nc")), ids=lambda p: p.name[:24])
+def test_open_netcdf_reads_every_sample_as_netcdf4_does(path):
+    """classify.labels read with netCDF4 before; the one opener tries h5netcdf first: same result."""
     import xarray as xr
 
-    path = next(FLANDERS.glob("S2_L2A_20m_*.nc"))
     with fileio.open_netcdf(path, mask_and_scale=False) as ds, \
             xr.open_dataset(path, engine="netcdf4", mask_and_scale=False) as ref:
-        assert ds["SCL"].dtype == ref["SCL"].dtype
         xr.testing.assert_identical(ds, ref)  # values, dtypes, coordinates and attributes
+        for name in ref.variables:
+            assert ds[name].dtype == ref[name].dtype, name
+            assert {k: ds[name].encoding.get(k) for k in ("_FillValue", "scale_factor")} == \
+                {k: ref[name].encoding.get(k) for k in ("_FillValue", "scale_factor")}, name
+
+
+def test_open_netcdf_missing_file_is_one_line():
     with pytest.raises(MissingDataError, match="not found"):
         fileio.open_netcdf(FLANDERS / "no_such.nc")
 
