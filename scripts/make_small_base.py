@@ -95,12 +95,12 @@ REAL_PAIR_S2_DATES = ("2018-06-30", "2018-07-18", "2018-07-23", "2018-08-02", "2
 
 
 def _flanders(holdout_dates: tuple[str, ...] = ()) -> list[np.ndarray]:
-    import xarray as xr
+    from lssr_ray.fileio import open_netcdf
 
     d = SAMPLES / "worldcereal_flanders_31UDS_2018"
     # raw integers (uint16, 0 = fill, x 1e-4); decoding is done here to keep SCL integer
-    s10 = xr.open_dataset(next(d.glob("S2_L2A_10m_*.nc")), engine="netcdf4", mask_and_scale=False)
-    s20 = xr.open_dataset(next(d.glob("S2_L2A_20m_*.nc")), engine="netcdf4", mask_and_scale=False)
+    s10 = open_netcdf(next(d.glob("S2_L2A_10m_*.nc")), mask_and_scale=False)
+    s20 = open_netcdf(next(d.glob("S2_L2A_20m_*.nc")), mask_and_scale=False)
     scl = s20["SCL"].values
     clear = np.isin(scl, (4, 5)).mean(axis=(1, 2)) >= 0.9
     up = lambda a: a.repeat(2, axis=-2).repeat(2, axis=-1)
@@ -118,9 +118,9 @@ def _flanders(holdout_dates: tuple[str, ...] = ()) -> list[np.ndarray]:
 
 
 def _hesbaye() -> list[np.ndarray]:
-    import xarray as xr
+    from lssr_ray.fileio import open_netcdf
 
-    ds = xr.open_dataset(SAMPLES / "worldcereal_hesbaye_monthly_2021" / "worldcereal_preprocessed_inputs.nc", engine="netcdf4")
+    ds = open_netcdf(SAMPLES / "worldcereal_hesbaye_monthly_2021" / "worldcereal_preprocessed_inputs.nc")
     bands = ("B04", "B03", "B02", "B08", "B11", "B12")
     raw = np.stack([ds[f"S2-L2A-{b}"].values.astype(np.float32) for b in bands], 1)
     six = np.where(raw >= 65535, np.nan, raw * 1e-4)
@@ -146,10 +146,10 @@ def _alabama() -> list[np.ndarray]:
 def _tanzania() -> list[np.ndarray]:
     """Tanzania S2 L2A 20 m B8A, B11, B12 on >= 90 % clear dates as 6-band scenes with NaN RGB
     (no visible bands at 20 m in the sample): they feed the IR group only."""
-    import xarray as xr
+    from lssr_ray.fileio import open_netcdf
 
     d = SAMPLES / "worldcereal_tanzania_37MBS_2021"
-    s20 = xr.open_dataset(next(d.glob("S2_L2A_20m_*.nc")), engine="netcdf4", mask_and_scale=False)
+    s20 = open_netcdf(next(d.glob("S2_L2A_20m_*.nc")), mask_and_scale=False)
     clear = np.isin(s20["SCL"].values, (4, 5)).mean(axis=(1, 2)) >= 0.9
     ir = np.stack([s20[b].values for b in ("B8A", "B11", "B12")], 1)[clear].astype(np.float32)
     ir = np.where(ir > 0, ir * 1e-4, np.nan)

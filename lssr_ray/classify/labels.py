@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lssr_ray.errors import ConfigError, CRSMismatchError, MissingDataError
+from lssr_ray.fileio import open_netcdf
 
 __all__ = [
     "NODATA_CODE",
@@ -109,19 +110,6 @@ class LabelRaster:
     """Codes present in the labels but absent from the table -> pixel count. Kept as they are."""
 
 
-def _open_netcdf(path: Path):
-    import xarray as xr
-
-    errors = []
-    # netCDF4 first: h5netcdf needs h5py, which is not always installed next to it.
-    for engine in ("netcdf4", "h5netcdf"):
-        try:
-            return xr.open_dataset(path, engine=engine, mask_and_scale=False, decode_times=True)
-        except (ImportError, ValueError) as exc:
-            errors.append(f"{engine}: {exc}")
-    raise MissingDataError(f"cannot open NetCDF {path}: " + "; ".join(errors))
-
-
 def read_netcdf_variable(path: str | Path, variable: str) -> tuple[np.ndarray, Any, Any, dict, Any]:
     """Read one variable of a WorldCereal NetCDF patch, raw (no scaling, no masking).
 
@@ -134,9 +122,7 @@ def read_netcdf_variable(path: str | Path, variable: str) -> tuple[np.ndarray, A
     from rasterio.transform import from_origin
 
     p = Path(path)
-    if not p.is_file():
-        raise MissingDataError(f"NetCDF file {p} does not exist")
-    with _open_netcdf(p) as ds:
+    with open_netcdf(p, mask_and_scale=False) as ds:
         if variable not in ds.data_vars:
             raise ConfigError(f"{p.name} has no variable {variable!r}; it has {sorted(ds.data_vars)}")
         da = ds[variable]

@@ -1,8 +1,8 @@
 """Search the archive's STAC catalog (local folder or ``s3://``) for granules and aux layers.
 
 ``open_catalog(href)`` reads ``catalog.json`` and every item once (pystac; on ``s3://`` through
-s3fs with the endpoint from ``AWS_ENDPOINT_URL``). Asset hrefs are resolved against the item
-they belong to, so a catalog on ``s3://bucket/archive/`` yields ``s3://bucket/archive/...`` hrefs
+:mod:`lssr_ray.fileio`, which picks the endpoint and credentials). Asset hrefs are resolved
+against the item they belong to, so a catalog on ``s3://bucket/archive/`` yields ``s3://bucket/archive/...`` hrefs
 and a local one yields absolute local paths.
 
 ``Catalog.search`` returns reflectance granules (collections ``HLSL30``/``HLSS30``) whose WGS 84
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lssr_ray.errors import ConfigError, MissingDataError, StorageUnreachableError
+from lssr_ray.fileio import endpoint_for, filesystem
 
 GRANULE_COLLECTIONS = ("HLSL30", "HLSS30")
 AUX_KINDS = ("dem", "landcover", "sentinel1", "croptype", "s2_reference")
@@ -67,30 +68,19 @@ class Granule:
         return {"HLSL30": "L30", "HLSS30": "S30"}.get(self.collection)
 
 
-def _s3fs():
-    import s3fs
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint} if endpoint else {})
-
-
 def _stac_io():
     from pystac.stac_io import DefaultStacIO
 
     class _S3StacIO(DefaultStacIO):
-        """pystac I/O that reads ``s3://`` with s3fs and everything else as usual."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._fs = None
+        """pystac I/O that reads ``s3://`` with :func:`lssr_ray.fileio.filesystem` and everything
+        else as usual."""
 
         def read_text(self, source, *args, **kwargs) -> str:
             href = str(source)
             if href.startswith("s3://"):
-                if self._fs is None:
-                    self._fs = _s3fs()
+                fs, path = filesystem(href)
                 try:
-                    with self._fs.open(href, "r") as fh:
+                    with fs.open(path, "r") as fh:
                         return fh.read()
                 except FileNotFoundError as exc:
                     raise MissingDataError(f"STAC document not found: {href}") from exc
@@ -98,7 +88,7 @@ def _stac_io():
                     if isinstance(exc, PermissionError):
                         raise
                     raise StorageUnreachableError(
-                        f"cannot read {href} (endpoint {os.environ.get('AWS_ENDPOINT_URL') or 'AWS default'}): {exc}"
+                        f"cannot read {href} (endpoint {endpoint_for(href)}): {exc}"
                     ) from exc
             return super().read_text(source, *args, **kwargs)
 

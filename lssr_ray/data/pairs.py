@@ -49,6 +49,7 @@ from affine import Affine
 from lssr_ray.config import OUTPUT_BANDS
 from lssr_ray.data import psf as _psf
 from lssr_ray.errors import ConfigError, MissingDataError
+from lssr_ray.fileio import filesystem, is_remote, settings_for
 
 FORMAT = "lssr-pairs"
 FORMAT_VERSION = 1
@@ -330,29 +331,24 @@ def write_pairs(
         if "location" not in old.variables:  # a store written before locations: keep its layout
             ds = ds.drop_vars("location")
         ds.drop_vars(["band", "pol", "aux"]).to_zarr(
-            url, mode="a", append_dim="pair", zarr_format=2, consolidated=True, storage_options=storage_options)
+            url, mode="a", append_dim="pair", zarr_format=2, consolidated=True, storage_options=settings_for(url, storage_options) or None)
     else:
         ds.to_zarr(url, mode="w", encoding=_encoding(ds), zarr_format=2, consolidated=True,
-                   storage_options=storage_options)
+                   storage_options=settings_for(url, storage_options) or None)
     zarr.consolidate_metadata(_store(url, storage_options))
     return len(pairs)
 
 
 def _store(url: str, storage_options: dict[str, Any] | None):
-    if "://" in url:
-        import fsspec
-
-        return fsspec.get_mapper(url, **(storage_options or {}))
+    if is_remote(url):
+        fs, path = filesystem(url, storage_options)
+        return fs.get_mapper(path)
     return url
 
 
 def _exists(url: str, storage_options: dict[str, Any] | None) -> bool:
-    if "://" in url:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        return fs.exists(path.rstrip("/") + "/.zattrs")
-    return (Path(url) / ".zattrs").is_file()
+    fs, path = filesystem(url, storage_options)
+    return fs.isfile(path.rstrip("/") + "/.zattrs")
 
 
 def open_pairs(store: str | Path, *, storage_options: dict[str, Any] | None = None):

@@ -1,10 +1,9 @@
 """Raster reads for local paths and ``s3://`` URIs, onto a target grid, only the window needed.
 
-GDAL settings for S3 come from the environment (``AWS_ENDPOINT_URL`` -> ``AWS_S3_ENDPOINT``,
-``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING=FALSE``; explicit ``AWS_S3_ENDPOINT`` etc. win) and are
-carried explicitly into every read with :class:`rasterio.Env`, so reads in Ray workers and
-threads see the same settings. HTTP timeouts and retries are short so that an unreachable
-endpoint fails in seconds with :class:`~lssr_ray.errors.StorageUnreachableError`.
+GDAL settings for S3 (endpoint, credentials, short HTTP timeouts, no retries) come from
+:func:`lssr_ray.fileio.gdal_env` for each href and are carried explicitly into every read, so
+reads in Ray workers and threads see the same settings and an unreachable endpoint fails in
+seconds with :class:`~lssr_ray.errors.StorageUnreachableError`.
 
 Reprojection rule: a source on the target CRS whose pixels sit on the target lattice at the same
 resolution is read with a plain windowed read (bit-exact); anything else (other CRS, other
@@ -21,100 +20,16 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 from affine import Affine
 
 from lssr_ray.config import OUTPUT_BANDS
-from lssr_ray.errors import CRSMismatchError, MissingDataError, StorageUnreachableError
-
-_GDAL_DEFAULTS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no bucket listing per open
-    "GDAL_HTTP_TIMEOUT": "10",  # seconds; an unreachable endpoint must fail fast
-    "GDAL_HTTP_CONNECTTIMEOUT": "3",
-    "GDAL_HTTP_MAX_RETRY": "0",
-}
-
-
-def gdal_options(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """GDAL config options for S3 and HTTP built from ``env`` (default: ``os.environ``).
-
-    ``AWS_ENDPOINT_URL=http://host:port`` (boto3/s3fs convention) becomes
-    ``AWS_S3_ENDPOINT=host:port``, ``AWS_HTTPS=NO`` and ``AWS_VIRTUAL_HOSTING=FALSE``.
-    """
-    env = os.environ if env is None else env
-    opts = dict(_GDAL_DEFAULTS)
-    url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if url:
-        u = urlparse(url if "://" in url else f"http://{url}")
-        opts["AWS_S3_ENDPOINT"] = u.netloc
-        opts["AWS_HTTPS"] = "YES" if u.scheme == "https" else "NO"
-        opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
-    for key in (
-        "AWS_S3_ENDPOINT",
-        "AWS_HTTPS",
-        "AWS_VIRTUAL_HOSTING",
-        "AWS_REGION",
-        "AWS_NO_SIGN_REQUEST",
-        "GDAL_HTTP_TIMEOUT",
-        "GDAL_HTTP_CONNECTTIMEOUT",
-        "GDAL_HTTP_MAX_RETRY",
-    ):
-        if env.get(key):
-            opts[key] = env[key]
-    return opts
-
-
-def _aws_session(env: Mapping[str, str] | None = None) -> Any:
-    """rasterio AWS session with the credentials from ``env`` (rasterio refuses them as options)."""
-    from rasterio.session import AWSSession
-
-    env = os.environ if env is None else env
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return AWSSession(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=env.get("AWS_SESSION_TOKEN"),
-            region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-            endpoint_url=gdal_options(env).get("AWS_S3_ENDPOINT"),
-        )
-    return None
-
-
-def gdal_env(env: Mapping[str, str] | None = None) -> Any:
-    """A :class:`rasterio.Env` carrying :func:`gdal_options` and the AWS credentials explicitly."""
-    import rasterio
-
-    session = _aws_session(env)
-    opts = gdal_options(env)
-    return rasterio.Env(session=session, **opts) if session is not None else rasterio.Env(**opts)
-
-
-def s3_endpoint(env: Mapping[str, str] | None = None) -> str:
-    """The S3 endpoint GDAL will use, as ``scheme://host:port`` (AWS default when none is set)."""
-    o = gdal_options(env)
-    host = o.get("AWS_S3_ENDPOINT", "s3.amazonaws.com")
-    return f"{'https' if o.get('AWS_HTTPS', 'YES').upper() != 'NO' else 'http'}://{host}"
-
-
-def check_endpoint(endpoint: str | None = None, *, timeout: float = 2.0) -> None:
-    """Raise :class:`StorageUnreachableError` if nothing accepts TCP connections at ``endpoint``."""
-    endpoint = endpoint or s3_endpoint()
-    u = urlparse(endpoint)
-    port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        with socket.create_connection((u.hostname, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise StorageUnreachableError(
-            f"S3 endpoint {endpoint} is unreachable ({exc.strerror or exc}); start it "
-            "(e.g. `make s3-up`) or set AWS_ENDPOINT_URL to a running endpoint"
-        ) from exc
+from lssr_ray.errors import CRSMismatchError, MissingDataError
+from lssr_ray.fileio import check_endpoint, gdal_endpoint, gdal_env
 
 
 @contextlib.contextmanager
@@ -130,12 +45,12 @@ def open_raster(href: str) -> Iterator[Any]:
     is_s3 = str(href).startswith("s3://")
     if not is_s3 and "://" not in str(href) and not os.path.exists(href):
         raise MissingDataError(f"raster not found: {href}")
-    with gdal_env():
+    with gdal_env(href):
         try:
             src = rasterio.open(href)
         except RasterioIOError as exc:
             if is_s3:
-                check_endpoint()
+                check_endpoint(gdal_endpoint(href))
             raise MissingDataError(f"cannot open raster {href} (missing or corrupt): {exc}") from exc
         try:
             yield src
@@ -202,7 +117,7 @@ def read_raster(
                         arr = np.where(valid[None], arr, np.asarray(fillv).astype(arr.dtype))
         except RasterioIOError as exc:
             if str(href).startswith("s3://"):
-                check_endpoint()  # the endpoint may have gone away after the open
+                check_endpoint(gdal_endpoint(href))  # the endpoint may have gone away after the open
             raise MissingDataError(f"cannot read {href} (corrupt or truncated): {exc}") from exc
     return arr.astype(out_dtype, copy=False)
 
@@ -306,12 +221,8 @@ def read_lowres(granule: Any, grid: Any, *, window: tuple[int, int, int, int], m
 __all__ = [
     "LowRes",
     "acquisition_month",
-    "check_endpoint",
-    "gdal_env",
-    "gdal_options",
     "hls_band_ids",
     "open_raster",
     "read_lowres",
     "read_raster",
-    "s3_endpoint",
 ]

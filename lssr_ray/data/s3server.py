@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lssr_ray.errors import ConfigError, StorageUnreachableError
+from lssr_ray.fileio import endpoint_gdal_options
 
 DEFAULT_BUCKET = "lssr-archive"
 """Bucket that ``--load-archive`` fills with ``data/archive``."""
@@ -56,16 +57,14 @@ class S3Server:
 
 def s3_env(endpoint_url: str) -> dict[str, str]:
     """AWS_* variables for boto3/s3fs (``AWS_ENDPOINT_URL``) and GDAL (``AWS_S3_ENDPOINT``...)."""
-    host = endpoint_url.split("://", 1)[-1].rstrip("/")
     return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_S3_ENDPOINT": host,
-        "AWS_VIRTUAL_HOSTING": "FALSE",
-        "AWS_HTTPS": "YES" if endpoint_url.startswith("https") else "NO",
+        # GDAL's own names too, for GDAL tools run outside lssr_ray.fileio.gdal_env
+        **endpoint_gdal_options(endpoint_url),
         "CPL_VSIL_USE_TEMP_FILE_FOR_RANDOM_WRITE": "YES",
     }
 

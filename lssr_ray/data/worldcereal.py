@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lssr_ray.errors import MissingDataError
+from lssr_ray.fileio import open_netcdf
 
 PATCH_LAYERS = {
     "l8": "L8_SR_10m_",
@@ -38,16 +39,6 @@ PATCH_LAYERS = {
 }
 #: Landsat numbering in the L8 patch file -> HLS common name.
 L8_COMMON_NAMES = {"B02": "blue", "B03": "green", "B04": "red", "B05": "nir", "B06": "swir1", "B07": "swir2"}
-
-
-def netcdf_engine() -> str:
-    """``"h5netcdf"`` when h5py is importable, else ``"netcdf4"`` (same decoded result)."""
-    try:
-        import h5py  # noqa: F401
-
-        return "h5netcdf"
-    except ImportError:  # h5netcdf 1.8 needs h5py (or pyfive) as its backend
-        return "netcdf4"
 
 
 def _georef(ds, crs_wkt: str | None):
@@ -78,12 +69,7 @@ def open_nc(path: str | Path, *, mask_and_scale: bool = True):
 
     ``mask_and_scale=False`` returns the stored integers (no scale, fill kept).
     """
-    import xarray as xr
-
-    p = Path(path)
-    if not p.is_file():
-        raise MissingDataError(f"NetCDF file not found: {p}")
-    ds = xr.open_dataset(p, engine=netcdf_engine(), mask_and_scale=mask_and_scale)
+    ds = open_netcdf(path, mask_and_scale=mask_and_scale)
     return _georef(ds, _crs_wkt(ds))
 
 
@@ -182,18 +168,15 @@ def open_monthly_inputs(path: str | Path):
     """
     import xarray as xr
 
-    p = Path(path)
-    if not p.is_file():
-        raise MissingDataError(f"NetCDF file not found: {p}")
     # mask_and_scale applies _Unsigned (int16 -> uint16); there is no _FillValue to mask.
-    ds = xr.open_dataset(p, engine=netcdf_engine(), mask_and_scale=True)
+    ds = open_netcdf(path, mask_and_scale=True)
     out = {}
     for name, da in ds.data_vars.items():
         if da.ndim != 3:
             continue
         v = da.values
         if v.dtype != np.uint16:  # _Unsigned must have made it uint16
-            raise MissingDataError(f"{p}:{name} decoded as {v.dtype}, expected uint16 (_Unsigned)")
+            raise MissingDataError(f"{path}:{name} decoded as {v.dtype}, expected uint16 (_Unsigned)")
         nod = v == 65535
         if name.startswith("S2-L2A-"):
             f = v.astype(np.float32) / np.float32(10000)
@@ -279,5 +262,5 @@ def expand_blocks(coarse: np.ndarray, lead: tuple[int, int], fine_shape: tuple[i
 
 
 __all__ = ["L8_COMMON_NAMES", "WorldCerealPatch", "block_phase", "coarse_grid", "expand_blocks",
-           "l8_reflectance_int16", "netcdf_engine", "open_monthly_inputs", "open_nc", "open_patch",
+           "l8_reflectance_int16", "open_monthly_inputs", "open_nc", "open_patch",
            "to_blocks"]

@@ -34,6 +34,7 @@ import numpy as np
 
 from lssr_ray.config import REPO_ROOT, portable_ref
 from lssr_ray.errors import ConfigError, MissingDataError
+from lssr_ray.fileio import filesystem, settings_for, zarr_store
 
 __all__ = [
     "CROP_TYPE_VAR",
@@ -127,9 +128,7 @@ def store_features(
 
 
 def _put(local: Path, url: str, storage_options: Mapping[str, Any] | None) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    fs, path = filesystem(url, storage_options)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.put_file(str(local), path)
 
@@ -181,20 +180,18 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
     }
     import zarr
 
-    from lssr_ray.mapping.store import _zarr_store
-
     if CROP_TYPE_VAR not in ds:
         # xarray's append replaces the group attributes with the (empty) template's: keep them
-        root_attrs = dict(zarr.open_group(_zarr_store(url, so), mode="r", zarr_format=2).attrs)
+        root_attrs = dict(zarr.open_group(zarr_store(url, so), mode="r", zarr_format=2).attrs)
         tmpl = xr.Dataset({CROP_TYPE_VAR: (("y", "x"), da.zeros((h, w), dtype="uint16", chunks=(c, c)))})
         tmpl[CROP_TYPE_VAR].attrs.update(attrs)
         # no _FillValue (kept uint16 when decoded); every chunk is written below, 0 = nodata
         enc = {CROP_TYPE_VAR: {"_FillValue": None, "chunks": (c, c), "grid_mapping": "spatial_ref"}}
         tmpl.to_zarr(str(url), mode="a", compute=False, zarr_format=2, consolidated=False, encoding=enc,
-                     storage_options=so if "://" in str(url) else None)
-        zarr.open_group(_zarr_store(url, so), mode="r+", zarr_format=2).attrs.update(root_attrs)
+                     storage_options=settings_for(url, so) or None)
+        zarr.open_group(zarr_store(url, so), mode="r+", zarr_format=2).attrs.update(root_attrs)
     else:  # a rerun (resume) may use another classifier: its class table replaces the old one
-        zarr.open_group(_zarr_store(url, so), mode="r+", zarr_format=2)[CROP_TYPE_VAR].attrs.update(attrs)
+        zarr.open_group(zarr_store(url, so), mode="r+", zarr_format=2)[CROP_TYPE_VAR].attrs.update(attrs)
     full = np.zeros((h, w), np.uint16)
     for r0 in range(0, h, c):
         for c0 in range(0, w, c):

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from lssr_ray.errors import StoreError
-from lssr_ray.mapping.store import LOCK_NAME, _fs, _is_remote
+from lssr_ray.fileio import filesystem, is_remote
+from lssr_ray.mapping.store import LOCK_NAME
 
 STORE_MARKER = "lssr_ray_store"
 """Root-group attribute naming a store written by this project; its value is the format version."""
@@ -102,9 +103,9 @@ def output_state(url: str, *, storage_options: Mapping[str, Any] | None = None) 
     Raises :class:`StoreError` (one line naming ``url``) for anything else: a regular file, a
     folder or prefix holding other things, a missing bucket, an unwritable local prefix.
     """
-    fs, path = _fs(url, storage_options)
+    fs, path = filesystem(url, storage_options)
     path = path.rstrip("/")
-    state = _remote_state(fs, str(url), path) if _is_remote(url) else _local_state(path)
+    state = _remote_state(fs, str(url), path) if is_remote(url) else _local_state(path)
     if state:
         return state
     attrs = _root_attrs(fs, path)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lssr_ray.errors import ChipSkipped, StoreError
+from lssr_ray.fileio import atomic_put, filesystem, is_remote
 
 PARTIALS_DIR = "_partials"
 """Folder of per-chip partials inside the store."""
@@ -55,16 +54,6 @@ def parse_chip_id(cid: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(url), **dict(storage_options or {}))
-
-
-def _is_remote(url: str) -> bool:
-    return "://" in str(url) and not str(url).startswith("file://")
-
-
 def partial_path(store_url: str, cid: str) -> str:
     """URL or path of a chip's partial."""
     parse_chip_id(cid)
@@ -85,25 +74,6 @@ class Partial:
     @property
     def ok(self) -> bool:
         return self.record.get("status") == "ok"
-
-
-def _atomic_put(url: str, data: bytes, storage_options: Mapping[str, Any] | None) -> None:
-    fs, path = _fs(url, storage_options)
-    if _is_remote(url):
-        fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
-        return
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def commit_partial(
@@ -170,7 +140,7 @@ def commit_partial(
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     url = partial_path(store_url, cid)
-    _atomic_put(url, buf.getvalue(), storage_options)
+    atomic_put(url, buf.getvalue(), storage_options)
     return url
 
 
@@ -205,7 +175,7 @@ def load_partial(
     storage_options: Mapping[str, Any] | None = None,
 ) -> Partial | None:
     """Read one chip's partial (``with_sr=False``: the record only); None if not committed."""
-    fs, path = _fs(partial_path(store_url, cid), storage_options)
+    fs, path = filesystem(partial_path(store_url, cid), storage_options)
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
@@ -219,12 +189,12 @@ def load_partial(
 
 def done_chip_ids(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> set[str]:
     """Ids of chips with a committed partial (ok or skipped): a resumed run skips these."""
-    fs, path = _fs(store_url, storage_options)
+    fs, path = filesystem(store_url, storage_options)
     folder = path.rstrip("/") + "/" + PARTIALS_DIR
     try:
         names = (
             fs.ls(folder, detail=False, refresh=True)
-            if _is_remote(store_url)
+            if is_remote(store_url)
             else fs.ls(folder, detail=False)
         )
     except FileNotFoundError:

@@ -44,6 +44,7 @@ import numpy as np
 
 from lssr_ray.config import MapConfig
 from lssr_ray.errors import ConfigError, StoreError
+from lssr_ray.fileio import check_reachable, endpoint_for, is_s3
 from lssr_ray.mapping.summary import MapSummary
 from lssr_ray.mapping.udfs import (
     BlendAndWrite,
@@ -98,19 +99,6 @@ class MapPlan:
         return {i: str(t) for i, t in enumerate(self.times)}
 
 
-def _is_s3(url: str | None) -> bool:
-    return bool(url) and str(url).startswith("s3://")
-
-
-def check_s3(*urls: str | None) -> None:
-    """:class:`StorageUnreachableError` before anything is read or written if an ``s3://`` URL is
-    given and the configured endpoint does not answer."""
-    from lssr_ray.data.readers import check_endpoint, s3_endpoint
-
-    if any(_is_s3(u) for u in urls):
-        check_endpoint(os.environ.get("AWS_ENDPOINT_URL") or s3_endpoint())
-
-
 def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_sha256: str,
                  engine: str, root: Path | None = None) -> dict[str, Any]:
     """The settings that decide the output bytes (hashed into the run id, stored in the store).
@@ -153,7 +141,7 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     from lssr_ray.infer.engine import resolve_kind
     from lssr_ray.model.base import base_fingerprint, resolve_base
 
-    check_s3(cfg.catalog, cfg.out)
+    check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
     stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end)
     if cfg.dates == "all":
@@ -373,9 +361,9 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
     except StorageUnreachableError:
         raise
     except Exception as exc:
-        if _is_s3(cfg.catalog) or _is_s3(cfg.out):
+        if is_s3(cfg.catalog) or is_s3(cfg.out):
             try:
-                check_s3(cfg.catalog, cfg.out)
+                check_reachable(cfg.catalog, cfg.out)
             except StorageUnreachableError as down:
                 raise StorageUnreachableError(
                     f"{down} (the run stopped with {type(exc).__name__}; {advice})") from exc
@@ -388,10 +376,8 @@ def resume_advice(cfg: MapConfig, storage_options: Mapping[str, Any] | None = No
     a restart (:func:`lssr_ray.data.s3server.in_memory_server`)."""
     from lssr_ray.data import s3server
 
-    if _is_s3(cfg.out):
-        endpoint = dict(storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
-        if s3server.in_memory_server(endpoint):
-            return f"{s3server.IN_MEMORY_NOTE}; if it did not restart, rerun with --resume when it is back"
+    if is_s3(cfg.out) and s3server.in_memory_server(endpoint_for(cfg.out, storage_options)):
+        return f"{s3server.IN_MEMORY_NOTE}; if it did not restart, rerun with --resume when it is back"
     return "committed chips are kept: rerun with --resume when the endpoint is back"
 
 
@@ -588,7 +574,6 @@ def config_from(cfg: MapConfig, **changes: Any) -> MapConfig:
 __all__ = [
     "FORWARDED_ENV_PREFIXES",
     "MapPlan",
-    "check_s3",
     "config_from",
     "engine_throughput",
     "init_ray",

@@ -152,8 +152,7 @@ def write_quicklooks(
         out: folder for the PNGs (default ``<store without .zarr>_quicklook``, local or s3://).
         max_px: largest output window edge read, pixels.
     """
-    import fsspec
-
+    from lssr_ray.fileio import atomic_put, join
     from lssr_ray.mapping.store import open_store
 
     labels = dict(labels or {})
@@ -174,10 +173,8 @@ def write_quicklooks(
         trust = None if trust is None else trust[..., ys10, xs10]
         label = labels.get(ti, f"t{ti}")
         png, _ = render(rgb30, rgb10, title=f"{label}  {grid.crs}", trust=trust, trust_name=trust_name)
-        url = "/".join([out.rstrip("/"), f"t{int(ti):04d}_{label}.png"])
-        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(path, png)
+        url = join(out, f"t{int(ti):04d}_{label}.png")
+        atomic_put(url, png, storage_options)
         paths.append(url)
     return paths
 

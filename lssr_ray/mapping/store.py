@@ -38,7 +38,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 import socket
 import time
 import uuid
@@ -52,6 +51,14 @@ import numpy as np
 from lssr_ray.config import OUTPUT_BANDS
 from lssr_ray.data.hls import VALID_RANGE
 from lssr_ray.errors import StoreError, StoreLockedError
+from lssr_ray.fileio import (
+    CREDENTIAL_KEY,
+    filesystem,
+    is_remote,
+    secret_values,
+    settings_for,
+    zarr_store,
+)
 
 REFLECTANCE_VAR = "reflectance"
 """Name of the packed 10 m reflectance variable (time, band, y, x)."""
@@ -66,27 +73,9 @@ LOCK_NAME = "_lock.json"
 DEFAULT_STALE_AFTER_S = 900.0
 """A lock whose heartbeat is older than this many seconds (15 min) may be taken over."""
 
-_CRED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-_CRED_KEY = re.compile(r"secret|password|passwd|token|access_key|credential|^key$", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- paths
-
-
-def _is_remote(url: str) -> bool:
-    return "://" in str(url) and not str(url).startswith("file://")
-
-
-def _fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
-    """(fsspec filesystem, path without protocol) for a local path or s3:// URL."""
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(url), **dict(storage_options or {}))
-
-
-def join(url: str, *parts: str) -> str:
-    """Join path parts onto a local path or URL with ``/``."""
-    return "/".join([str(url).rstrip("/"), *parts])
 
 
 def gdal_path(url: str, variable: str = REFLECTANCE_VAR) -> str:
@@ -99,7 +88,7 @@ def gdal_path(url: str, variable: str = REFLECTANCE_VAR) -> str:
     url = str(url).rstrip("/")
     if url.startswith("s3://"):
         path = "/vsis3/" + url[len("s3://") :]
-    elif _is_remote(url):
+    elif is_remote(url):
         raise StoreError(f"gdal_path: unsupported URL scheme in {url!r}; valid: local path, s3://")
     else:
         path = os.path.abspath(url.removeprefix("file://"))
@@ -109,19 +98,11 @@ def gdal_path(url: str, variable: str = REFLECTANCE_VAR) -> str:
 # --------------------------------------------------------------------------- provenance
 
 
-def _secrets(storage_options: Mapping[str, Any] | None) -> list[str]:
-    vals = [os.environ.get(k, "") for k in _CRED_ENV]
-    for k, v in dict(storage_options or {}).items():
-        if isinstance(v, str) and _CRED_KEY.search(k):
-            vals.append(v)
-    return [v for v in vals if len(v) >= 4]
-
-
 def _scrub(value: Any, secrets: Sequence[str]) -> Any:
     """Drop credential-named keys and redact credential values anywhere in ``value``."""
     if isinstance(value, Mapping):
         return {
-            str(k): _scrub(v, secrets) for k, v in value.items() if not _CRED_KEY.search(str(k))
+            str(k): _scrub(v, secrets) for k, v in value.items() if not CREDENTIAL_KEY.search(str(k))
         }
     if isinstance(value, (list, tuple)):
         return [_scrub(v, secrets) for v in value]
@@ -290,7 +271,7 @@ def create_store(
     )
     ds.x.attrs.update(units="m", standard_name="projection_x_coordinate", axis="X")
     ds.y.attrs.update(units="m", standard_name="projection_y_coordinate", axis="Y")
-    ds.attrs.update(_scrub(dict(attrs or {}), _secrets(storage_options)))
+    ds.attrs.update(_scrub(dict(attrs or {}), secret_values(storage_options)))
     ds.attrs["chunk_size_px"] = int(chunk)
     ds.attrs[STORE_MARKER] = STORE_FORMAT_VERSION  # lets a later run tell our store from foreign files
     encoding = {
@@ -313,24 +294,14 @@ def create_store(
         zarr_format=2,
         consolidated=True,
         encoding=encoding,
-        storage_options=dict(storage_options or {}) if _is_remote(url) else None,
+        storage_options=settings_for(url, storage_options) or None,
     )
 
 
 def exists(url: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True if ``url`` holds a Zarr v2 group (``.zgroup``)."""
-    fs, path = _fs(url, storage_options)
+    fs, path = filesystem(url, storage_options)
     return bool(fs.exists(path.rstrip("/") + "/.zgroup"))
-
-
-def _zarr_store(url: str, storage_options: Mapping[str, Any] | None) -> Any:
-    import zarr
-
-    if _is_remote(url):
-        return zarr.storage.FsspecStore.from_url(
-            str(url), storage_options=dict(storage_options or {})
-        )
-    return zarr.storage.LocalStore(str(url))
 
 
 def read_layout(url: str, *, storage_options: Mapping[str, Any] | None = None) -> StoreLayout:
@@ -338,7 +309,7 @@ def read_layout(url: str, *, storage_options: Mapping[str, Any] | None = None) -
     import zarr
 
     try:
-        group = zarr.open_group(_zarr_store(url, storage_options), mode="r", zarr_format=2)
+        group = zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=2)
         arr = group[REFLECTANCE_VAR]
         bands = tuple(str(b) for b in group["band"][:])
     except (FileNotFoundError, KeyError) as exc:
@@ -447,7 +418,7 @@ def _region_write(
         region=region,
         zarr_format=2,
         consolidated=False,
-        storage_options=dict(storage_options or {}) if _is_remote(url) else None,
+        storage_options=settings_for(url, storage_options) or None,
     )
 
 
@@ -460,13 +431,13 @@ def finalize_store(
     """Add global attributes (e.g. chip counts) and consolidate the metadata (``.zmetadata``)."""
     import zarr
 
-    store = _zarr_store(url, storage_options)
+    store = zarr_store(url, storage_options)
     with warnings.catch_warnings():
         # _partials/ and _lock.json are ours, not Zarr nodes; zarr warns and skips them
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
         if attrs:
             group = zarr.open_group(store, mode="r+", zarr_format=2)
-            group.attrs.update(_scrub(dict(attrs), _secrets(storage_options)))
+            group.attrs.update(_scrub(dict(attrs), secret_values(storage_options)))
         zarr.consolidate_metadata(store, zarr_format=2)
 
 
@@ -485,7 +456,7 @@ def _open(xr: Any, url: str, storage_options: Mapping[str, Any] | None) -> Any:
     return xr.open_zarr(
         str(url),
         decode_coords="all",
-        storage_options=dict(storage_options or {}) if _is_remote(url) else None,
+        storage_options=settings_for(url, storage_options) or None,
     )
 
 
@@ -516,7 +487,7 @@ class StoreLock:
         self.url = str(url)
         self.run_id = run_id or uuid.uuid4().hex
         self.stale_after_s = float(stale_after_s)
-        self._fs, root = _fs(self.url, storage_options)
+        self._fs, root = filesystem(self.url, storage_options)
         self.path = root.rstrip("/") + "/" + LOCK_NAME
         self.held = False
 
@@ -546,7 +517,7 @@ class StoreLock:
 
     def _create_exclusive(self) -> bool:
         data = self._record()
-        if not _is_remote(self.url):
+        if not is_remote(self.url):
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
             with open(tmp, "wb") as fh:
@@ -601,7 +572,7 @@ class StoreLock:
             raise StoreLockedError(
                 f"store {self.url}: lock now held by run {rec.get('run_id')!r}, not {self.run_id!r}"
             )
-        if _is_remote(self.url):
+        if is_remote(self.url):
             self._fs.pipe_file(self.path, self._record())  # one PUT replaces it whole
             return
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
@@ -637,7 +608,6 @@ __all__ = [
     "exists",
     "finalize_store",
     "gdal_path",
-    "join",
     "open_store",
     "provenance_attrs",
     "read_layout",

@@ -7,7 +7,8 @@ once offline so no text encoder is needed at inference. For a real SD folder tha
 ``text_encoder/`` and ``tokenizer/``, :func:`make_empty_prompt_embedding` writes that file.
 
 Nothing is ever fetched from a model hub: loads use ``local_files_only=True``. An ``s3://`` base
-is copied once into a local cache keyed by the URI (``AWS_ENDPOINT_URL`` is honoured by s3fs).
+is copied once into a local cache keyed by the URI (endpoint and credentials from
+:mod:`lssr_ray.fileio`).
 
 The project's small stand-in base (``models/small-sd-base``, made by
 ``scripts/make_small_base.py``) has the same classes and layout with a small config
@@ -25,6 +26,7 @@ from typing import Any
 
 from lssr_ray.config import REPO_ROOT
 from lssr_ray.errors import MissingDataError, StorageUnreachableError
+from lssr_ray.fileio import filesystem
 
 #: The committed stand-in base.
 SMALL_BASE_DIR = REPO_ROOT / "models" / "small-sd-base"
@@ -142,14 +144,7 @@ def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
     dest = cache / "bases" / hashlib.sha256(s.rstrip("/").encode()).hexdigest()[:16]
     if (dest / ".complete").is_file():
         return dest
-    import s3fs
-
-    fs = s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
-        if os.environ.get("AWS_ENDPOINT_URL")
-        else {}
-    )
-    src = s[len("s3://") :].rstrip("/")
+    fs, src = filesystem(s.rstrip("/"))
     try:
         if not fs.exists(src + "/model_index.json") and not fs.exists(src + "/unet"):
             raise MissingDataError(f"{s} holds no diffusers SD folder (no model_index.json or unet/)")

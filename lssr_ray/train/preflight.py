@@ -6,12 +6,12 @@ workers and retrying ``max_failures`` times before the same error surfaces in a 
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
 from lssr_ray.config import TrainConfig
 from lssr_ray.errors import ConfigError, MissingDataError
+from lssr_ray.fileio import check_reachable, filesystem, is_s3
 
 
 def check_storage_path(storage_path: str) -> None:
@@ -19,15 +19,10 @@ def check_storage_path(storage_path: str) -> None:
     ``s3://`` prefix in an existing bucket on a reachable endpoint."""
     from lssr_ray.train.trainer import storage_for
 
-    if storage_path.startswith("s3://"):
-        import s3fs
-
-        from lssr_ray.data.readers import check_endpoint, s3_endpoint
-
-        check_endpoint(os.environ.get("AWS_ENDPOINT_URL") or s3_endpoint())
+    if is_s3(storage_path):
+        check_reachable(storage_path)
         bucket = storage_path[len("s3://"):].split("/", 1)[0]
-        endpoint = os.environ.get("AWS_ENDPOINT_URL")
-        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint} if endpoint else {})
+        fs, _ = filesystem(storage_path)
         if not bucket or not fs.exists(bucket):
             raise ConfigError(f"storage_path {storage_path}: bucket {bucket!r} does not exist; create it "
                               "or give another storage_path (local folder or s3://bucket/prefix)")
@@ -59,10 +54,7 @@ def check_train_inputs(cfg: TrainConfig) -> None:
         url = getattr(cfg, name)
         if url is None:
             continue
-        if str(url).startswith("s3://"):
-            from lssr_ray.data.readers import check_endpoint, s3_endpoint
-
-            check_endpoint(os.environ.get("AWS_ENDPOINT_URL") or s3_endpoint())
+        check_reachable(str(url))
         try:
             open_pairs(_resolve(str(url)))
         except MissingDataError as exc:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from lssr_ray.config import REPO_ROOT, TrainConfig
+from lssr_ray.fileio import is_s3, pyarrow_filesystem
 from lssr_ray.train.loop import METRICS_FILE, train_loop_per_worker
 
 
@@ -21,23 +21,11 @@ def _resolve(path: str) -> str:
 
 
 def storage_for(path: str):
-    """(storage_path, pyarrow filesystem or None); ``s3://`` honours ``AWS_ENDPOINT_URL``."""
-    if not path.startswith("s3://"):
+    """(storage_path, pyarrow filesystem or None) for Ray Train: local paths resolved against
+    the repository; ``s3://`` through :func:`lssr_ray.fileio.pyarrow_filesystem`."""
+    if not is_s3(path):
         return _resolve(path), None
-    from pyarrow import fs
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        return path, None
-    scheme, _, host = endpoint.partition("://")
-    s3 = fs.S3FileSystem(
-        endpoint_override=host,
-        scheme=scheme,
-        region=os.environ.get("AWS_REGION", "us-east-1"),
-        access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-    )
-    return path[len("s3://"):], s3
+    return pyarrow_filesystem(path)
 
 
 def cluster_has_gpu() -> bool:

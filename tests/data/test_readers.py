@@ -16,7 +16,7 @@ from rasterio.transform import rowcol, xy
 from lssr_ray.config import OUTPUT_BANDS, REPO_ROOT, GridConfig
 from lssr_ray.data import hls
 from lssr_ray.data.grid import OutputGrid
-from lssr_ray.data.readers import gdal_options, read_lowres, read_raster
+from lssr_ray.data.readers import read_lowres, read_raster
 from lssr_ray.errors import CRSMismatchError, MissingDataError
 
 ALABAMA = REPO_ROOT / "data" / "samples" / "landsat8_l1t_alabama_2015"
@@ -123,11 +123,3 @@ def test_no_crs_is_crs_mismatch(tmp_path):
             dst.write(np.ones((1, 4, 4), np.uint8))
         with pytest.raises(CRSMismatchError, match="no CRS"):
             read_raster(str(p), "EPSG:32616", transform=Affine(30, 0, 0, 0, -30, 0), shape=(2, 2))
-
-
-def test_gdal_options_from_endpoint_url():
-    o = gdal_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9100"})
-    assert o["AWS_S3_ENDPOINT"] == "127.0.0.1:9100" and o["AWS_HTTPS"] == "NO"
-    assert o["AWS_VIRTUAL_HOSTING"] == "FALSE" and o["GDAL_HTTP_MAX_RETRY"] == "0"
-    assert "AWS_ACCESS_KEY_ID" not in o  # credentials travel in a rasterio AWSSession instead
-    assert "AWS_S3_ENDPOINT" not in gdal_options({})

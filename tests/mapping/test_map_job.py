@@ -105,7 +105,7 @@ def test_job_on_s3_catalog_writes_a_store_gdal_and_xarray_read(s3_env, ray_sessi
     import rasterio
     import s3fs
 
-    from lssr_ray.data.readers import gdal_env
+    from lssr_ray.fileio import gdal_env
     from lssr_ray.mapping.store import gdal_path, open_store
 
     out = "s3://lssr-test/out/flanders.zarr"
