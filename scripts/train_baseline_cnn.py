@@ -29,8 +29,8 @@ def evaluate_store(model, store: str, *, chip_size: int = 16, batch_size: int = 
     """Group means (real / synthetic unseen / synthetic seen) of nearest, bicubic and the CNN."""
     import torch
 
+    from lssr_ray.data.batch import postprocess, preprocess
     from lssr_ray.data.pair_dataset import PairDataset, collate
-    from lssr_ray.model.lssr import postprocess, preprocess
     from lssr_ray.model.metrics import evaluate
     from lssr_ray.train.evaluate import METRICS, _baselines, _groups
 
@@ -78,9 +78,9 @@ def main() -> None:
     import torch
 
     from lssr_ray.config import TrainConfig, load_yaml
+    from lssr_ray.data.batch import preprocess
     from lssr_ray.model.baseline import ResidualCNN
     from lssr_ray.model.losses import LSSRLoss
-    from lssr_ray.model.lssr import preprocess
     from lssr_ray.train.data import make_batches
 
     torch.manual_seed(0)
