@@ -189,8 +189,10 @@ def sample_crops(scenes, n: int, size: int, rng: np.random.Generator) -> np.ndar
 
 
 def main() -> None:
+    from lssr_ray.config import SMALL_BASE_DIR
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "small-sd-base"))
+    ap.add_argument("--out", default=str(SMALL_BASE_DIR))
     ap.add_argument("--vae-steps", type=int, default=300)
     ap.add_argument("--unet-steps", type=int, default=300)
     ap.add_argument("--preset", choices=("small", "v2", "v3"), default="small",

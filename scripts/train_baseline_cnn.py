@@ -62,9 +62,11 @@ def evaluate_store(model, store: str, *, chip_size: int = 16, batch_size: int = 
 
 
 def main() -> None:
+    from lssr_ray.config import BASELINE_CNN_DIR
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "train_cpu.yaml"), help="TrainConfig YAML (data protocol)")
-    ap.add_argument("--out", default=str(ROOT / "models" / "baseline-cnn"))
+    ap.add_argument("--out", default=str(BASELINE_CNN_DIR))
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
