@@ -113,10 +113,11 @@ def _row(engine: str, model: str, b: int, ts: list[float], **extra: Any) -> dict
 
 def small_model(seed: int = 0) -> Any:
     """The merged LSSR model on the committed small base, adapters untrained (seeded)."""
-    from lssr_ray.mapping.udfs import load_lssr_model
-    from lssr_ray.model.base import SMALL_BASE_DIR
+    from lssr_ray.config import SMALL_BASE_DIR
+    from lssr_ray.model.checkpoint import CheckpointRef
+    from lssr_ray.model.lssr import LSSRModel
 
-    return load_lssr_model(None, base=str(SMALL_BASE_DIR), seed=seed)
+    return LSSRModel.from_ref(CheckpointRef(None, str(SMALL_BASE_DIR), seed)).merge_for_inference()
 
 
 def sd21_model(*, device: str = "meta", seed: int = 0) -> Any:
@@ -262,9 +263,9 @@ def run_engines(*, quick: bool = False, threads: int | None = None, repeats: int
     """
     import torch
 
-    from lssr_ray.infer.engine import make_engine
-    from lssr_ray.model.base import SMALL_BASE_DIR
-    from lssr_ray.model.lssr import postprocess, preprocess
+    from lssr_ray.config import SMALL_BASE_DIR
+    from lssr_ray.infer.base import super_resolve
+    from lssr_ray.infer.factory import make_engine
 
     threads = int(threads or cpu_threads())
     repeats = int(repeats or (2 if quick else 5))
@@ -280,9 +281,7 @@ def run_engines(*, quick: bool = False, threads: int | None = None, repeats: int
 
     def timed(engine: Any, batch: dict[str, np.ndarray]) -> Callable[[], np.ndarray]:
         def call() -> np.ndarray:
-            pre = preprocess(batch, scale=SCALE)
-            img = engine({k: v for k, v in pre.items() if k != "valid"})["sr"]
-            return postprocess(img, pre["valid"], scale=SCALE)
+            return super_resolve(engine, batch, scale=SCALE)
 
         return call
 

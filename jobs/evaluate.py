@@ -24,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from lssr_ray.config import DEFAULT_CHECKPOINT_DIR, portable_ref
     from lssr_ray.train.evaluate import DEFAULT_HALO
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/samples/worldcereal_hesbaye_monthly_2021",
                    help="WorldCereal patch folder or pairs .zarr (default: the held-out Hesbaye monthly cube)")
-    p.add_argument("--checkpoint", default="models/lssr-adapters-cpu-v3", help="LSSR checkpoint folder")
+    p.add_argument("--checkpoint", default=portable_ref(DEFAULT_CHECKPOINT_DIR), help="LSSR checkpoint folder")
     p.add_argument("--out", default="out/eval/metrics.json", help="metrics JSON to write (markdown beside it)")
     p.add_argument("--png-dir", help="comparison PNGs (default: <out folder>/png)")
     p.add_argument("--max-png", type=int, default=12, help="at most this many PNGs")
@@ -50,16 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from lssr_ray.config import BASELINE_CNN_DIR
     from lssr_ray.errors import LssrError, one_line
     from lssr_ray.train.eval_report import format_table
     from lssr_ray.train.evaluate import evaluate_data
 
     cnn = args.baseline_cnn
     if cnn == "auto":
-        from lssr_ray.config import REPO_ROOT
-
-        cnn = REPO_ROOT / "models" / "baseline-cnn"
-        cnn = cnn if (cnn / "config.json").is_file() else None
+        cnn = BASELINE_CNN_DIR if (BASELINE_CNN_DIR / "config.json").is_file() else None
     elif cnn == "none":
         cnn = None
     out = Path(args.out)

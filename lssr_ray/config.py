@@ -21,6 +21,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: crop-type ``lssr`` source and the demo use these unless told otherwise.
 DEFAULT_BASE_DIR = REPO_ROOT / "models" / "small-sd-base-v3"
 DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "models" / "lssr-adapters-cpu-v3"
+#: The small SD-architecture stand-in base the tests and the first checkpoints use
+#: (scripts/make_small_base.py, no preset).
+SMALL_BASE_DIR = REPO_ROOT / "models" / "small-sd-base"
+#: The residual-CNN baseline evaluated beside LSSR (scripts/train_baseline_cnn.py).
+BASELINE_CNN_DIR = REPO_ROOT / "models" / "baseline-cnn"
+#: The bundled crop-type classifier of the mapping job's classify stage (jobs/train_classifier.py).
+CROP_CLASSIFIER_DIR = REPO_ROOT / "models" / "croptype-lgbm"
 """Repository root (where ``data/``, ``configs/`` and ``examples/`` live in a source checkout)."""
 
 

@@ -7,7 +7,7 @@ substitute for SD weights: the VAE is a 4-block x8 autoencoder trained for a few
 UNet had a short epsilon-prediction pretraining on its latents, and the "empty prompt" embedding
 is a fixed-seed random tensor standing in for the CLIP text encoder output of "".
 
-Training images (3-band, scaled with lssr_ray.model.normalize, rgb and ir groups alike):
+Training images (3-band, scaled with lssr_ray.data.normalize, rgb and ir groups alike):
 - worldcereal_flanders_31UDS_2018: S2 L2A 10 m B04,B03,B02 and B8A,B11,B12 (20 m, x2 nearest)
   on dates whose SCL is >= 90 % clear (4/5);
 - worldcereal_hesbaye_monthly_2021: S2 L2A B04,B03,B02 and B08,B11,B12 monthly composites;
@@ -168,7 +168,7 @@ def load_images(holdout_dates: tuple[str, ...] = (), sites: tuple[str, ...] | No
 
 def sample_crops(scenes, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """n random valid size x size 3-band crops, scaled to [-1, 1], rgb and ir groups mixed."""
-    from lssr_ray.model.normalize import reflectance_to_image
+    from lssr_ray.data.normalize import reflectance_to_image
 
     out = []
     while len(out) < n:
@@ -189,8 +189,10 @@ def sample_crops(scenes, n: int, size: int, rng: np.random.Generator) -> np.ndar
 
 
 def main() -> None:
+    from lssr_ray.config import SMALL_BASE_DIR
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "small-sd-base"))
+    ap.add_argument("--out", default=str(SMALL_BASE_DIR))
     ap.add_argument("--vae-steps", type=int, default=300)
     ap.add_argument("--unet-steps", type=int, default=300)
     ap.add_argument("--preset", choices=("small", "v2", "v3"), default="small",

@@ -29,8 +29,8 @@ def evaluate_store(model, store: str, *, chip_size: int = 16, batch_size: int = 
     """Group means (real / synthetic unseen / synthetic seen) of nearest, bicubic and the CNN."""
     import torch
 
+    from lssr_ray.data.batch import postprocess, preprocess
     from lssr_ray.data.pair_dataset import PairDataset, collate
-    from lssr_ray.model.lssr import postprocess, preprocess
     from lssr_ray.model.metrics import evaluate
     from lssr_ray.train.evaluate import METRICS, _baselines, _groups
 
@@ -62,9 +62,11 @@ def evaluate_store(model, store: str, *, chip_size: int = 16, batch_size: int = 
 
 
 def main() -> None:
+    from lssr_ray.config import BASELINE_CNN_DIR
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "train_cpu.yaml"), help="TrainConfig YAML (data protocol)")
-    ap.add_argument("--out", default=str(ROOT / "models" / "baseline-cnn"))
+    ap.add_argument("--out", default=str(BASELINE_CNN_DIR))
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -78,9 +80,9 @@ def main() -> None:
     import torch
 
     from lssr_ray.config import TrainConfig, load_yaml
+    from lssr_ray.data.batch import preprocess
     from lssr_ray.model.baseline import ResidualCNN
     from lssr_ray.model.losses import LSSRLoss
-    from lssr_ray.model.lssr import preprocess
     from lssr_ray.train.data import make_batches
 
     torch.manual_seed(0)

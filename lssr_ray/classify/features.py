@@ -288,7 +288,7 @@ def _lssr(series: PatchSeries, sr: SRCallable) -> PatchSeries:
 
 
 class LSSRSuperResolver:
-    """An :data:`SRCallable` running :class:`lssr_ray.model.lssr.LSSRPipeline` on 30 m cells.
+    """An :data:`SRCallable` running :class:`lssr_ray.model.pipeline.LSSRPipeline` on 30 m cells.
 
     ``cells`` (T, 6, h, w) float32 reflectance (NaN = cloud/nodata) are padded with NaN at the
     bottom/right to (T, 6, h', w') with h', w' multiples of 8 (so that the 10 m edge 3h' is a
@@ -343,24 +343,20 @@ def lssr_sr_for_patch(
     base: str | Path | None = None,
     batch_size: int = 4,
 ) -> LSSRSuperResolver:
-    """The ``lssr`` source's callable for one WorldCereal patch: LSSR from ``checkpoint``
-    (default ``models/lssr-adapters-cpu-v3``) on ``base`` (default ``models/small-sd-base-v3``), the month of
-    each Landsat-8 date, and the patch's ``dem_*.tif`` (metres, bilinear onto the padded 10 m
-    cell grid) when present. Land cover and SAR are absent (present = 0): the patch has no
-    land-cover layer and its Sentinel-1 dates differ from the Landsat dates.
+    """The ``lssr`` source's callable for one WorldCereal patch: LSSR from ``checkpoint`` on
+    ``base`` (defaults and errors: :func:`~lssr_ray.model.checkpoint.resolve_checkpoint`; no
+    untrained fallback), the month of each Landsat-8 date, and the patch's ``dem_*.tif`` (metres,
+    bilinear onto the padded 10 m cell grid) when present. Land cover and SAR are absent
+    (present = 0): the patch has no land-cover layer and its Sentinel-1 dates differ from the
+    Landsat dates.
     """
     from affine import Affine
 
-    from lssr_ray.config import DEFAULT_BASE_DIR, DEFAULT_CHECKPOINT_DIR
-    from lssr_ray.model.lssr import LSSRPipeline
+    from lssr_ray.model.checkpoint import resolve_checkpoint
+    from lssr_ray.model.pipeline import LSSRPipeline
 
     p = Path(patch_dir)
-    ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT_DIR
-    if not (ckpt / "lssr_config.json").is_file():
-        raise MissingDataError(
-            f"LSSR checkpoint {ckpt} not found (no lssr_config.json); train one with "
-            "`python jobs/train.py --config configs/train_cpu_v3.yaml` or pass another checkpoint"
-        )
+    ref = resolve_checkpoint(checkpoint, base=base, allow_untrained=False)
     nn = _landsat_nn(p)
     cells, t30, _ = lowres_cells(nn)
     months = nn.dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
@@ -378,7 +374,7 @@ def lssr_sr_for_patch(
                       dst_nodata=np.nan, resampling=Resampling.bilinear)
         if not np.isfinite(dem).any():
             dem = None
-    pipe = LSSRPipeline.from_pretrained(ckpt, base=str(base or DEFAULT_BASE_DIR))
+    pipe = LSSRPipeline.from_pretrained(ref.path, base=ref.base)
     return LSSRSuperResolver(pipe, months, dem=dem, batch_size=batch_size)
 
 

@@ -1,15 +1,16 @@
-"""ONNX export of the LSSR inference graph (fixed chip shapes, opset 17) and an onnxruntime runner.
+"""ONNX export of the LSSR inference graph (fixed chip shapes, opset 17).
 
 One graph: the merged :class:`~lssr_ray.model.lssr.LSSRModel` from the preprocessed tensors to
 the output images (bicubic upsampling, VAE encode (mean), aux fusion, UNet step with merged
-LoRA, VAE decode of both skip terms, SAR head, the optional colour fix). Pre/post-processing (NaN fill, scaling, nodata restore) stays in
-numpy (:func:`lssr_ray.model.lssr.preprocess` / ``postprocess``) and is shared by every engine.
+LoRA, VAE decode of both skip terms, SAR head, the optional colour fix). Pre/post-processing
+(NaN fill, scaling, nodata restore) stays in numpy (:mod:`lssr_ray.data.batch`) and is shared by
+every engine; :class:`~lssr_ray.infer.ort_engine.OrtEngine` runs the graph.
 
 Graph inputs (B = ``batch_size``, h = w = ``chip_size``, H = W = 3h):
 ``lr`` (B, 6, h, w) f32, ``dem`` (B, 2, H, W) f32, ``landcover`` (B, 1, H, W) i64,
 ``month`` (B,) i64, ``present`` (B, 3) f32, ``sar`` (B, 2, H, W) f32; output ``image``
 (B, 6, H, W) f32 (HLS's valid reflectance range in image units, see
-:func:`lssr_ray.model.normalize.valid_image_range`). A JSON sidecar (``<name>.json``) records
+:func:`lssr_ray.data.normalize.valid_image_range`). A JSON sidecar (``<name>.json``) records
 shapes and the base.
 The same file feeds TensorRT on GPU hosts.
 """
@@ -21,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from lssr_ray.errors import BatchError, MissingDataError
 
 INPUT_NAMES = ("lr", "dem", "landcover", "month", "present", "sar")
 OUTPUT_NAME = "image"
@@ -85,52 +84,14 @@ def export_onnx(
     return path
 
 
-class OnnxLSSR:
-    """onnxruntime runner with the pipeline's contract: ``runner(batch) -> {..., "sr": ...}``.
-
-    Batches must have the exported batch size and chip size (fixed-shape graph).
-    """
-
-    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise MissingDataError(f"ONNX graph not found: {path}")
-        meta_file = path.with_suffix(".json")
-        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
-        self.scale = int(self.meta.get("scale", 3))
-
-    def run_arrays(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Run the graph on preprocessed arrays (names of :data:`INPUT_NAMES`) -> image."""
-        feeds = {k: np.ascontiguousarray(inputs[k]) for k in INPUT_NAMES}
-        want = self.meta.get("inputs")
-        if want:
-            for k in INPUT_NAMES:
-                if list(feeds[k].shape) != want[k]:
-                    raise BatchError(f"input {k!r} has shape {feeds[k].shape}; this graph was exported for {want[k]}")
-        return self.session.run([OUTPUT_NAME], feeds)[0]
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from lssr_ray.model.lssr import postprocess, preprocess
-
-        inputs = preprocess(batch, scale=self.scale)
-        out = dict(batch)
-        out["sr"] = postprocess(self.run_arrays(inputs), inputs["valid"], scale=self.scale)
-        return out
-
-
-def max_abs_diff(model: Any, runner: OnnxLSSR, inputs: dict[str, np.ndarray]) -> float:
-    """max |torch - onnxruntime| of the output image on the given preprocessed inputs."""
+def max_abs_diff(model: Any, engine: Any, inputs: dict[str, np.ndarray]) -> float:
+    """max |torch - engine| of the output image on the given network inputs
+    (:func:`~lssr_ray.data.batch.preprocess` output)."""
     import torch
 
     with torch.inference_mode():
         ref = model.forward_batch(inputs).numpy()
-    return float(np.abs(ref - runner.run_arrays(inputs)).max())
+    return float(np.abs(ref - engine(inputs)).max())
 
 
-__all__ = ["INPUT_NAMES", "OPSET", "OnnxLSSR", "example_inputs", "export_onnx", "max_abs_diff"]
+__all__ = ["INPUT_NAMES", "OPSET", "OUTPUT_NAME", "example_inputs", "export_onnx", "max_abs_diff"]

@@ -1,16 +1,21 @@
-"""onnxruntime engine: one InferenceSession, execution providers chosen by availability."""
+"""onnxruntime engine: one InferenceSession, execution providers chosen by availability.
+
+The project's one ONNX runner: the mapping actors, the export parity checks
+(:func:`lssr_ray.infer.export.max_abs_diff`) and the benchmarks all run graphs through it.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lssr_ray.data.batch import model_inputs
 from lssr_ray.errors import BatchError, ConfigError, MissingDataError
-from lssr_ray.infer.engine import MODEL_OUTPUT, model_inputs, run_in_batches
+from lssr_ray.infer.base import run_in_batches, single_output
 
 PROVIDER_PREFERENCE: tuple[str, ...] = (
     "TensorrtExecutionProvider",
@@ -40,7 +45,8 @@ def default_threads() -> int:
 
 
 class OrtEngine:
-    """Runs an ONNX model that follows the batch contract with onnxruntime.
+    """Runs an exported network (inputs named as :func:`~lssr_ray.data.batch.preprocess`'s,
+    one image output) with onnxruntime.
 
     A model exported with a fixed batch dimension is always called with exactly that many rows:
     a short last batch is padded (last row repeated) and the output sliced back. With a dynamic
@@ -99,8 +105,7 @@ class OrtEngine:
         inputs = self.session.get_inputs()
         self.input_names: tuple[str, ...] = tuple(i.name for i in inputs)
         self._dtypes = {i.name: _ORT_DTYPES.get(i.type, "float32") for i in inputs}
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = MODEL_OUTPUT if MODEL_OUTPUT in outputs else outputs[0]
+        self.output_name = single_output([o.name for o in self.session.get_outputs()], path.name)
 
         lead = [i.shape[0] for i in inputs if i.shape]
         fixed = next((d for d in lead if isinstance(d, int) and d > 0), None)
@@ -122,9 +127,9 @@ class OrtEngine:
             self.chip_shape = tuple(chip_shape or (64, 64))  # type: ignore[assignment]
             self._fixed_chip = False
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Batch dict -> ``{"sr": float32 (B, 6, 3h, 3w)}``; other keys are ignored."""
-        arrays = model_inputs(batch, self.input_names)
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Network inputs -> image float32 (B, 6, 3h, 3w); other keys are ignored."""
+        arrays = model_inputs(inputs, self.input_names)
         arrays = {k: v.astype(self._dtypes[k], copy=False) for k, v in arrays.items()}
         if self._fixed_chip and "lr" in arrays and tuple(arrays["lr"].shape[2:]) != self.chip_shape:
             raise BatchError(
@@ -135,8 +140,7 @@ class OrtEngine:
         def run(part: dict[str, np.ndarray]) -> np.ndarray:
             return self.session.run([self.output_name], part)[0]
 
-        sr = run_in_batches(run, arrays, self.batch_size, pad=self.pad)
-        return {MODEL_OUTPUT: sr.astype("float32", copy=False)}
+        return run_in_batches(run, arrays, self.batch_size, pad=self.pad).astype("float32", copy=False)
 
 
 __all__ = ["PROVIDER_PREFERENCE", "OrtEngine", "default_threads"]

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from lssr_ray._lazy import lazy_import
+from lssr_ray.data.batch import model_inputs
 from lssr_ray.errors import ConfigError, MissingDataError
-from lssr_ray.infer.engine import MODEL_OUTPUT, model_inputs, run_in_batches
+from lssr_ray.infer.base import run_in_batches, single_output
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lssr_ray" / "tensorrt"
 """Where engines are cached when no ``cache_dir`` is given."""
@@ -88,7 +89,7 @@ def contract_shapes(
 
 
 class TensorRTEngine:
-    """Batch-contract engine running a cached fp16 TensorRT engine on one CUDA GPU."""
+    """Engine (:mod:`lssr_ray.infer.base`) running a cached fp16 TensorRT engine on one CUDA GPU."""
 
     name = "tensorrt"
 
@@ -173,9 +174,7 @@ class TensorRTEngine:
             self._outputs[tname] = buf
             self._context.set_tensor_address(tname, buf.data_ptr())
         self.input_names = tuple(self._inputs)
-        self.output_name = (
-            MODEL_OUTPUT if MODEL_OUTPUT in self._outputs else next(iter(self._outputs))
-        )
+        self.output_name = single_output(list(self._outputs), path.name)
 
     def _build(self, trt: Any, logger: Any, path: Path, *, fp16: bool, workspace_gib: int) -> bytes:
         builder = trt.Builder(logger)
@@ -199,11 +198,11 @@ class TensorRTEngine:
             raise ConfigError(f"TensorRT failed to build an engine from {path} (see the log above)")
         return bytes(plan)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Batch dict -> ``{"sr": float32 (B, 6, 3h, 3w)}``."""
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Network inputs -> image float32 (B, 6, 3h, 3w)."""
         import torch
 
-        arrays = model_inputs(batch, self.input_names)
+        arrays = model_inputs(inputs, self.input_names)
         keep: list[Any] = []
 
         def run(part: dict[str, np.ndarray]) -> np.ndarray:
@@ -219,8 +218,7 @@ class TensorRTEngine:
             keep.clear()
             return out.numpy()
 
-        sr = run_in_batches(run, arrays, self.batch_size, pad=True)
-        return {MODEL_OUTPUT: sr}
+        return run_in_batches(run, arrays, self.batch_size, pad=True)
 
 
 __all__ = ["DEFAULT_CACHE_DIR", "TensorRTEngine", "contract_shapes", "engine_cache_key"]

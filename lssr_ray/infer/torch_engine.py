@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from lssr_ray.infer.engine import MODEL_INPUTS, MODEL_OUTPUT, model_inputs, run_in_batches
+from lssr_ray.data.batch import MODEL_INPUTS, model_inputs
+from lssr_ray.infer.base import run_in_batches
 
 
 class TorchEngine:
     """Calls ``module(lr=..., dem=..., landcover=..., sar=..., month=..., present=...)``.
 
-    The module returns the ``sr`` tensor (B, 6, 3h, 3w) or a dict holding ``"sr"``. Batches are
-    split into ``batch_size`` rows (no padding: eager torch takes any batch size).
+    The module returns the image tensor (B, 6, 3h, 3w). Batches are split into ``batch_size``
+    rows (no padding: eager torch takes any batch size).
     """
 
     name = "torch"
@@ -35,21 +37,18 @@ class TorchEngine:
         self.batch_size = int(batch_size)
         self.chip_shape = (int(chip_shape[0]), int(chip_shape[1]))
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Batch dict -> ``{"sr": float32 (B, 6, 3h, 3w)}``."""
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Network inputs -> image float32 (B, 6, 3h, 3w) (:mod:`lssr_ray.infer.base`)."""
         import torch
 
-        arrays = model_inputs(batch, MODEL_INPUTS)
+        arrays = model_inputs(inputs, MODEL_INPUTS)
 
         def run(part: dict[str, np.ndarray]) -> np.ndarray:
             with torch.inference_mode():
                 tensors = {k: torch.from_numpy(v).to(self.device) for k, v in part.items()}
-                out = self.module(**tensors)
-                if isinstance(out, dict):
-                    out = out[MODEL_OUTPUT]
-                return out.float().cpu().numpy()
+                return self.module(**tensors).float().cpu().numpy()
 
-        return {MODEL_OUTPUT: run_in_batches(run, arrays, self.batch_size, pad=False)}
+        return run_in_batches(run, arrays, self.batch_size, pad=False)
 
 
 __all__ = ["TorchEngine"]

@@ -51,8 +51,6 @@ from lssr_ray.mapping.udfs import (
     CommitPartials,
     LSSRPredictor,
     ReadChips,
-    folder_sha256,
-    resolve_checkpoint,
     time_partials,
 )
 
@@ -138,8 +136,8 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     from lssr_ray.data.aoi import read_aoi
     from lssr_ray.data.catalog import open_catalog
     from lssr_ray.data.cube import plan_data_stage
-    from lssr_ray.infer.engine import resolve_kind
-    from lssr_ray.model.base import base_fingerprint, resolve_base
+    from lssr_ray.infer.factory import resolve_kind
+    from lssr_ray.model.checkpoint import resolve_checkpoint
 
     check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
@@ -150,10 +148,10 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     else:
         days = [stage.granules[0].datetime.date()]
         by_time = {0: list(stage.granules)}
-    checkpoint, warn = resolve_checkpoint(cfg.checkpoint, seed=cfg.seed)
-    adapter = folder_sha256(checkpoint) if checkpoint else f"untrained-seed{cfg.seed}"
-    base_sha = base_fingerprint(resolve_base(cfg.base))
-    engine = resolve_kind(cfg.engine, onnx_path="graph.onnx")
+    ref = resolve_checkpoint(cfg.checkpoint, base=cfg.base, seed=cfg.seed)
+    checkpoint, warn = ref.path, ref.warning
+    adapter, base_sha = ref.adapter_sha256(), ref.base_sha256()
+    engine = resolve_kind(cfg.engine)  # "auto" means the exported graph: onnx_graph() makes it
     store = cfg.out or str(Path.cwd() / "out" / f"{aoi.name}.zarr")
     ident = run_identity(cfg, aoi_bytes=Path(cfg.aoi).read_bytes(), base_sha256=base_sha,
                          adapter_sha256=adapter, engine=engine)
@@ -167,16 +165,16 @@ def onnx_graph(plan: MapPlan) -> bytes:
     """The exported ONNX graph of the run's model (fixed batch and chip size), cached on disk
     under ``$LSSR_CACHE/onnx/<hash>.onnx`` keyed by base, adapters, seed and shapes."""
     from lssr_ray.infer.export import export_onnx
-    from lssr_ray.mapping.udfs import load_lssr_model
     from lssr_ray.model.base import default_cache_dir
-    from lssr_ray.model.lssr import GRAPH_REVISION
+    from lssr_ray.model.checkpoint import CheckpointRef
+    from lssr_ray.model.lssr import GRAPH_REVISION, LSSRModel
 
     cfg = plan.cfg
     key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
                                      cfg.seed, cfg.batch_size, cfg.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
     path = default_cache_dir() / "onnx" / f"{key}.onnx"
     if not path.is_file():
-        model = load_lssr_model(plan.checkpoint, base=cfg.base, seed=cfg.seed)
+        model = LSSRModel.from_ref(CheckpointRef(plan.checkpoint, cfg.base, cfg.seed)).merge_for_inference()
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

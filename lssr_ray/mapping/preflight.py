@@ -34,13 +34,13 @@ def check_engine(kind: str, *, local_ray: bool = True) -> None:
     Only a local Ray is checked: on a cluster the LSSR actors run on other nodes (GPU workers
     with TensorRT while the driver has neither), where only the actors can tell.
     """
-    from lssr_ray.infer.engine import _cuda_available
+    from lssr_ray.infer.factory import cuda_available
 
     if not local_ray:
         return
     if kind == "tensorrt":
         missing = [what for what, ok in (("TensorRT is not importable", importlib.util.find_spec("tensorrt")),
-                                         ("no CUDA GPU is visible", _cuda_available())) if not ok]
+                                         ("no CUDA GPU is visible", cuda_available())) if not ok]
         if missing:
             raise MissingExtraError(
                 f"--engine tensorrt cannot run here ({' and '.join(missing)}): use --engine auto or "

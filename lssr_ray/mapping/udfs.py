@@ -30,23 +30,16 @@ so the chip-keyed partial layout of :mod:`lssr_ray.mapping.partials` is reused p
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import (
-    DEFAULT_BASE_DIR,
-    DEFAULT_CHECKPOINT_DIR,
-    OUTPUT_BANDS,
-    portable_ref,
-)
+from lssr_ray.config import DEFAULT_BASE_DIR, OUTPUT_BANDS
 from lssr_ray.errors import (
     ConfigError,
     CRSMismatchError,
@@ -55,66 +48,12 @@ from lssr_ray.errors import (
     StorageUnreachableError,
 )
 
-DEFAULT_CHECKPOINT = DEFAULT_CHECKPOINT_DIR
-"""The bundled adapter checkpoint (made by ``jobs/train.py``)."""
-UNTRAINED_WARNING = (
-    "no adapter checkpoint at {path}: using UNTRAINED adapters (fresh LoRA, randomly initialised "
-    "aux fusion and SAR head, seed {seed}) on the base; outputs are not super-resolution results. "
-    "Make the checkpoint with `python jobs/train.py --config configs/train_cpu_v3.yaml` or pass --checkpoint"
-)
 _META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window")
 
 
 def time_partials(store: str, ti: int) -> str:
     """The partials root of time step ``ti``: ``<store>/_partials/t{ti:04d}``."""
     return "/".join([str(store).rstrip("/"), "_partials", f"t{int(ti):04d}"])
-
-
-def folder_sha256(folder: str | Path) -> str:
-    """sha256 over the ``*.json`` and ``*.safetensors`` files under ``folder`` (relative name +
-    bytes, sorted by name): the weights and settings, not READMEs or training logs."""
-    root = Path(folder)
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def resolve_checkpoint(checkpoint: str | None, *, seed: int = 0) -> tuple[str | None, str | None]:
-    """(checkpoint folder or None, warning or None) for ``--checkpoint``.
-
-    An explicit checkpoint that does not exist is an error; when none is given and the bundled
-    :data:`DEFAULT_CHECKPOINT` is missing, the untrained-adapter fallback is used with a warning.
-    """
-    if checkpoint:
-        if not (Path(checkpoint) / "lssr_config.json").is_file():
-            raise MissingDataError(
-                f"adapter checkpoint {checkpoint} not found (no lssr_config.json); make one with "
-                f"`python jobs/train.py --config configs/train_cpu.yaml` or omit --checkpoint to use "
-                f"{DEFAULT_CHECKPOINT}"
-            )
-        return str(checkpoint), None
-    if (DEFAULT_CHECKPOINT / "lssr_config.json").is_file():
-        return str(DEFAULT_CHECKPOINT), None
-    return None, UNTRAINED_WARNING.format(path=portable_ref(DEFAULT_CHECKPOINT), seed=seed)
-
-
-def load_lssr_model(checkpoint: str | None, *, base: str, seed: int = 0) -> Any:
-    """The merged (inference) :class:`~lssr_ray.model.lssr.LSSRModel`.
-
-    ``checkpoint`` None: untrained adapters on ``base`` with ``torch.manual_seed(seed)``, so
-    every actor and every resumed run builds bit-identical weights.
-    """
-    import torch
-
-    from lssr_ray.model.base import load_base
-    from lssr_ray.model.lssr import LSSRModel
-
-    torch.manual_seed(int(seed))
-    if checkpoint:
-        return LSSRModel.from_checkpoint(checkpoint, base=base).merge_for_inference()
-    return LSSRModel(load_base(base)).merge_for_inference()
 
 
 class ReadChips:
@@ -236,8 +175,11 @@ class LSSRPredictor:
     input arrays are dropped so only predictions travel on.
 
     Args:
-        engine: ``torch``, ``onnxruntime``, ``tensorrt``, ``bicubic`` or ``auto`` (:func:`make_engine`).
-        checkpoint: adapter checkpoint folder, or None for untrained adapters (seeded).
+        engine: ``torch``, ``onnxruntime``, ``tensorrt``, ``bicubic`` or ``auto``
+            (:func:`~lssr_ray.infer.factory.make_engine`; ``auto`` runs ``onnx`` when given).
+        checkpoint: adapter checkpoint folder (resolved by
+            :func:`~lssr_ray.model.checkpoint.resolve_checkpoint`), or None for untrained adapters
+            (seeded).
         base: frozen base folder / URI.
         onnx: the exported graph as bytes (or a path) for the ONNX engines; written to a
             temporary file on the actor's node so multi-node clusters need no shared disk.
@@ -258,18 +200,20 @@ class LSSRPredictor:
         device: str | None = None,
         uncertainty: bool = False,
     ) -> None:
-        from lssr_ray.infer.engine import make_engine, resolve_kind
+        from lssr_ray.infer.factory import make_engine, resolve_kind
 
         self.scale = 3
         self.uncertainty = bool(uncertainty)
-        kind = resolve_kind(engine, onnx_path=onnx if onnx is not None else None,
-                            torch_module=None if onnx is not None else True)
+        kind = resolve_kind(engine, with_graph=onnx is not None)
         if kind == "bicubic":  # no model to load: the pipeline at the cost of an interpolation
             self.engine = make_engine("bicubic", batch_size=batch_size, chip_shape=(chip_size, chip_size))
         elif kind == "torch":
             import torch
 
-            model = load_lssr_model(checkpoint, base=base, seed=seed)
+            from lssr_ray.model.checkpoint import CheckpointRef
+            from lssr_ray.model.lssr import LSSRModel
+
+            model = LSSRModel.from_ref(CheckpointRef(checkpoint, base, seed)).merge_for_inference()
             self.scale = model.config.scale
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.engine = make_engine("torch", torch_module=model, batch_size=batch_size,
@@ -288,12 +232,9 @@ class LSSRPredictor:
 
     def predict(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Batch-contract arrays (all rows valid) -> sr (B, 6, 3h, 3w) float32 reflectance."""
-        from lssr_ray.infer.engine import MODEL_OUTPUT
-        from lssr_ray.model.lssr import postprocess, preprocess
+        from lssr_ray.infer.base import super_resolve
 
-        pre = preprocess(dict(batch), scale=self.scale)
-        img = self.engine({k: v for k, v in pre.items() if k != "valid"})[MODEL_OUTPUT]
-        return postprocess(img, pre["valid"], scale=self.scale)
+        return super_resolve(self.engine, batch, scale=self.scale)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from lssr_ray.mapping.trust_layers import predict_with_trust, trust_vars
@@ -402,13 +343,9 @@ class BlendAndWrite:
 
 
 __all__ = [
-    "DEFAULT_CHECKPOINT",
     "BlendAndWrite",
     "CommitPartials",
     "LSSRPredictor",
     "ReadChips",
-    "folder_sha256",
-    "load_lssr_model",
-    "resolve_checkpoint",
     "time_partials",
 ]

@@ -2,6 +2,8 @@
 
 Modules (import them directly; nothing heavy is imported here):
 ``base`` (load the SD folder, local or s3://), ``adapters`` (LoRA), ``aux`` (DEM / land cover /
-month cross-attention), ``sar`` (SAR head), ``lssr`` (LSSRModel, LSSRPipeline, pre/post-processing),
-``normalize`` (fixed unit scalings), ``losses``, ``metrics``.
+month cross-attention), ``sar`` (SAR head), ``lssr`` (LSSRModel), ``pipeline`` (LSSRPipeline,
+inference on the batch contract), ``checkpoint`` (the one checkpoint resolver), ``fingerprint``
+(the one folder hash), ``losses``, ``metrics``. The numpy batch contract and its scalings live
+in :mod:`lssr_ray.data.batch` and :mod:`lssr_ray.data.normalize`.
 """

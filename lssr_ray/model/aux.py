@@ -1,7 +1,7 @@
 """Auxiliary-knowledge fusion: DEM, land cover and month -> cross-attention into the image latent.
 
 Shapes (B chips, latent edge h = H / 8 for the SD VAE):
-- DEM: (B, 2, H, W) float, from :func:`lssr_ray.model.normalize.normalize_dem` (relief, absolute).
+- DEM: (B, 2, H, W) float, from :func:`lssr_ray.data.normalize.normalize_dem` (relief, absolute).
 - land cover: (B, 1, H, W) int64 class index into ``lssr_ray/data/landcover_classes.csv``
   (0 = unknown); ids >= ``num_landcover_classes`` are treated as 0. Learned embedding, not the
   raw id as a number (the reference design fed the id as a float).

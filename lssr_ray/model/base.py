@@ -10,7 +10,7 @@ Nothing is ever fetched from a model hub: loads use ``local_files_only=True``. A
 is copied once into a local cache keyed by the URI (endpoint and credentials from
 :mod:`lssr_ray.fileio`).
 
-The project's small stand-in base (``models/small-sd-base``, made by
+The project's small stand-in base (:data:`lssr_ray.config.SMALL_BASE_DIR`, made by
 ``scripts/make_small_base.py``) has the same classes and layout with a small config
 (:data:`SMALL_VAE_CONFIG`, :data:`SMALL_UNET_CONFIG`).
 """
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lssr_ray.config import REPO_ROOT
+from lssr_ray.config import REPO_ROOT, SMALL_BASE_DIR
 from lssr_ray.errors import MissingDataError, StorageUnreachableError
 from lssr_ray.fileio import filesystem
+from lssr_ray.model.fingerprint import folder_sha256
 
-#: The committed stand-in base.
-SMALL_BASE_DIR = REPO_ROOT / "models" / "small-sd-base"
+FINGERPRINT_SUBFOLDERS = ("", "unet", "vae", "scheduler")
+"""Where the files of :func:`base_fingerprint` are (not text_encoder/ or tokenizer/)."""
 EMPTY_PROMPT_FILE = "empty_prompt_embeds.safetensors"
 
 #: AutoencoderKL config of the stand-in: 4 blocks -> downsampling x8 like SD, 4 latent channels.
@@ -131,8 +132,6 @@ def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
         p = Path(s).expanduser()
         if not p.is_absolute() and not p.is_dir():
             # Checkpoints record repository-relative bases (models/small-sd-base).
-            from lssr_ray.config import REPO_ROOT
-
             p = REPO_ROOT / p if (REPO_ROOT / p).is_dir() else p
         if not p.is_dir():
             raise MissingDataError(
@@ -159,22 +158,9 @@ def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
 
 
 def base_fingerprint(folder: str | os.PathLike) -> str:
-    """sha256 over every ``*.json`` and ``*.safetensors`` under ``unet/``, ``vae/``, ``scheduler/``
-    and the root (relative name + bytes). Stored in adapter checkpoints to catch a wrong base."""
-    root = Path(folder)
-    h = hashlib.sha256()
-    files = [
-        f
-        for sub in ("", "unet", "vae", "scheduler")
-        for f in sorted((root / sub).glob("*"))
-        if f.is_file() and f.suffix in (".json", ".safetensors")
-    ]
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    """The base's :func:`~lssr_ray.model.fingerprint.folder_sha256` over the root and
+    :data:`FINGERPRINT_SUBFOLDERS`. Stored in adapter checkpoints to catch a wrong base."""
+    return folder_sha256(folder, subfolders=FINGERPRINT_SUBFOLDERS)
 
 
 def load_base(
@@ -260,11 +246,11 @@ def write_model_index(folder: str | os.PathLike) -> None:
 
 __all__ = [
     "EMPTY_PROMPT_FILE",
+    "FINGERPRINT_SUBFOLDERS",
     "SD21_PROMPT_TOKENS",
     "SD21_SCHEDULER_CONFIG",
     "SD21_UNET_CONFIG",
     "SD21_VAE_CONFIG",
-    "SMALL_BASE_DIR",
     "SMALL_UNET_CONFIG",
     "SMALL_VAE_CONFIG",
     "BaseModel",

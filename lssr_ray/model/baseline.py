@@ -4,7 +4,7 @@ The yardstick LSSR has to beat besides bicubic itself: trained on the same pairs
 loss (:class:`lssr_ray.model.losses.LSSRLoss`), no diffusion prior, no aux layers, no SAR.
 
 ``forward(lr)``: ``lr`` (B, 6, h, w) images in [-1, 1] (the band-group scaling of
-:mod:`lssr_ray.model.normalize`, e.g. ``preprocess(batch)["lr"]`` of :mod:`lssr_ray.model.lssr`)
+:mod:`lssr_ray.data.normalize`, e.g. ``preprocess(batch)["lr"]`` of :mod:`lssr_ray.data.batch`)
 -> (B, 6, scale*h, scale*w) images in [-1, 1], OUTPUT_BANDS order. The body (an EDSR-like
 stack of residual conv blocks) works on the bicubic image at 10 m; its last conv is zero at
 init, so an untrained model returns exactly the (clamped) bicubic image.

@@ -2,7 +2,7 @@
 
 Tensors are (B, 6, H, W), OUTPUT_BANDS order (red, green, blue, nir, swir1, swir2).
 Pixel and Fourier terms work on images in [-1, 1] (the band-group scaling of
-:mod:`lssr_ray.model.normalize`), the NDVI term on reflectance. ``valid`` (B, H, W) bool marks
+:mod:`lssr_ray.data.normalize`), the NDVI term on reflectance. ``valid`` (B, H, W) bool marks
 pixels with a usable target; invalid pixels are zeroed in both images before the FFT (so they add
 no spatial error) and left out of the pixel and NDVI means.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lssr_ray.data.normalize import image_to_reflectance, reflectance_to_image
 from lssr_ray.errors import MissingDataError
-from lssr_ray.model.normalize import image_to_reflectance, reflectance_to_image
 
 #: Added to NIR + red in the NDVI denominator (reflectance units).
 NDVI_EPS = 1e-6

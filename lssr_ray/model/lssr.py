@@ -2,9 +2,10 @@
 
 Data flow for B chips of h x w input (30 m) pixels, H = 3h, W = 3w (10 m):
 
-1. :func:`preprocess` (numpy): NaN-fill the 30 m reflectance (per chip and band mean), scale to
-   [-1, 1] per band group (:mod:`lssr_ray.model.normalize`), normalise DEM / SAR, and AND the
-   given ``present`` flags with "the layer has any finite value".
+1. :func:`lssr_ray.data.batch.preprocess` (numpy, the batch contract): NaN-fill the 30 m
+   reflectance (per chip and band mean), scale to [-1, 1] per band group
+   (:mod:`lssr_ray.data.normalize`), normalise DEM / SAR, and AND the given ``present`` flags
+   with "the layer has any finite value".
 2. :class:`LSSRModel` (torch, the part exported to ONNX): bicubic x3 upsampling ``up``; RGB and
    IR are two 3-channel images batched together ([rgb chips; ir chips]); VAE encode (latent
    *mean*, deterministic) x scaling factor -> ``z``; aux fusion -> ``z'``; one UNet pass at the
@@ -20,13 +21,14 @@ Data flow for B chips of h x w input (30 m) pixels, H = 3h, W = 3w (10 m):
    checkpoints written before it load and behave as trained. Then the SAR head (residual, zero at
    init), the optional colour fix at inference (``color_fix``, :mod:`lssr_ray.model.colorfix`),
    and a clamp to the image values of HLS's valid reflectance range (-0.01 .. 1.6,
-   :func:`~lssr_ray.model.normalize.valid_image_range`), not to [-1, 1]: image -1 is
+   :func:`~lssr_ray.data.normalize.valid_image_range`), not to [-1, 1]: image -1 is
    reflectance 0, so that clamp turned slightly negative predictions into exact zeros.
-3. :func:`postprocess`: back to reflectance, NaN on the 3 x 3 children of every 30 m pixel that
-   had any NaN band (nodata in -> nodata out; filled values never leak NaN elsewhere).
+3. :func:`lssr_ray.data.batch.postprocess`: back to reflectance, NaN on the 3 x 3 children of
+   every 30 m pixel that had any NaN band (nodata in -> nodata out; filled values never leak NaN
+   elsewhere).
 
-:class:`LSSRPipeline` is inference only (adapters merged into the UNet) with one ``__call__``
-on the batch dict of docs/ARCHITECTURE.md.
+:class:`lssr_ray.model.pipeline.LSSRPipeline` is inference only (adapters merged into the UNet)
+with one ``__call__`` on the batch dict of docs/ARCHITECTURE.md.
 
 Differences from the reference design (arXiv 2510.23382 and its authors' code) and why:
 
@@ -56,7 +58,7 @@ Differences from the reference design (arXiv 2510.23382 and its authors' code) a
 - No tiled VAE: chips are 192 x 192 and blending is done by the mapper. The colour fix (AdaIN or
   wavelet, as the reference) is optional (``color_fix``), off by default; docs/TRAINING.md compares.
 
-Checkpoint folder (:meth:`LSSRModel.save_checkpoint`): ``lssr_config.json`` (settings + base
+Checkpoint folder (:meth:`LSSRModel.save_pretrained`, read by :meth:`LSSRModel.from_pretrained`): ``lssr_config.json`` (settings + base
 URI and fingerprint), ``adapters/`` (LoRA weights only), ``fusion/`` and ``sar_head/``
 (diffusers ``save_pretrained``), ``prompt_embeds.safetensors`` (the empty-prompt embedding),
 ``detail_gate.safetensors`` (the gate ``g``; pixel skip only).
@@ -70,27 +72,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lssr_ray.config import OUTPUT_BANDS
-from lssr_ray.errors import BatchError, ConfigError, MissingDataError
+from lssr_ray.data.normalize import valid_image_range
+from lssr_ray.errors import ConfigError, MissingDataError
 from lssr_ray.model.adapters import AdapterConfig
-from lssr_ray.model.normalize import (
-    image_to_reflectance,
-    normalize_dem,
-    normalize_sar,
-    reflectance_to_image,
-    valid_image_range,
-)
+from lssr_ray.model.checkpoint import CONFIG_NAME, CheckpointRef
 
-CONFIG_NAME = "lssr_config.json"
 GRAPH_REVISION = 3
 """Revision of :meth:`LSSRModel.forward`'s graph; part of the key of cached ONNX exports, so a
 change here (2: output clamped to HLS's valid range instead of [-1, 1]; 3: pixel-space skip)
 re-exports them."""
 GATE_FILE = "detail_gate.safetensors"
 SKIPS = ("pixel", "latent")
-PRESENT_KEYS = ("dem", "landcover", "sar")
 
 
 @dataclass(frozen=True)
@@ -111,7 +103,7 @@ class LSSRConfig:
     """Extra keyword arguments for :class:`~lssr_ray.model.sar.SARHead`."""
     skip: str = "pixel"
     """``pixel``: ``up + Dec(z' - g eps) - Dec(z)`` (starts at bicubic); ``latent``: ``Dec(z' - eps)``
-    (checkpoints saved before the skip existed: ``from_checkpoint`` picks it when the key is absent)."""
+    (checkpoints saved before the skip existed: ``from_pretrained`` picks it when the key is absent)."""
     color_fix: str = "none"
     """Colour fix at inference only (eval mode): ``none``, ``adain`` or ``wavelet``."""
 
@@ -138,98 +130,6 @@ class LSSRConfig:
         return cls(**d)
 
 
-# ----------------------------------------------------------------------------- numpy side
-def _check(batch: dict, key: str, ndim: int, b: int | None = None) -> np.ndarray:
-    if key not in batch:
-        raise BatchError(f"batch lacks {key!r}; keys present: {sorted(batch)}")
-    a = np.asarray(batch[key])
-    if a.ndim != ndim or (b is not None and a.shape[0] != b):
-        raise BatchError(f"batch[{key!r}] has shape {a.shape}; expected {ndim} dims with B={b} first")
-    return a
-
-
-def preprocess(batch: dict[str, Any], *, scale: int = 3) -> dict[str, np.ndarray]:
-    """Batch dict (docs/ARCHITECTURE.md) -> network inputs (numpy) + the 30 m validity mask.
-
-    Returns ``lr`` (B, 6, h, w) float32 in [-1, 1], ``dem`` (B, 2, H, W) float32, ``landcover``
-    (B, 1, H, W) int64, ``month`` (B,) int64, ``present`` (B, 3) float32, ``sar`` (B, 2, H, W)
-    float32 and ``valid`` (B, h, w) bool (all six bands finite). Missing optional keys (``dem``,
-    ``landcover``, ``sar``, ``present``) give zeros with present 0.
-    """
-    lr = _check(batch, "lr", 4).astype(np.float32)
-    b, c, h, w = lr.shape
-    if c != len(OUTPUT_BANDS):
-        raise BatchError(f"batch['lr'] has {c} bands; expected 6 in order {OUTPUT_BANDS}")
-    H, W = h * scale, w * scale
-    valid = np.isfinite(lr).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        fin = np.isfinite(lr)
-        cnt = fin.sum(axis=(2, 3), keepdims=True)
-        mean = np.where(fin, lr, 0.0).sum(axis=(2, 3), keepdims=True) / np.maximum(cnt, 1)
-    lo_fill = image_to_reflectance(np.zeros((1, 6, 1, 1), np.float32))  # mid-range if all NaN
-    mean = np.where(cnt > 0, mean, lo_fill)
-    lr_img = reflectance_to_image(np.where(fin, lr, mean)).astype(np.float32)
-
-    month = _check(batch, "month", 1, b).astype(np.int64)
-    if ((month < 1) | (month > 12)).any():
-        raise BatchError(f"batch['month'] must be 1..12, got {sorted(set(month.tolist()))}")
-    present = (
-        _check(batch, "present", 2, b).astype(np.float32).copy()
-        if "present" in batch
-        else np.ones((b, 3), np.float32)
-    )
-    if present.shape != (b, 3):
-        raise BatchError(f"batch['present'] has shape {present.shape}; expected ({b}, 3) for {PRESENT_KEYS}")
-
-    def raster(key: str, ch: int) -> np.ndarray | None:
-        if key not in batch or batch[key] is None:
-            return None
-        a = _check(batch, key, 4, b)
-        if a.shape[1:] != (ch, H, W):
-            raise BatchError(f"batch[{key!r}] has shape {a.shape}; expected ({b}, {ch}, {H}, {W})")
-        return a
-
-    dem = raster("dem", 1)
-    if dem is None:
-        present[:, 0] = 0
-        dem_n = np.zeros((b, 2, H, W), np.float32)
-    else:
-        present[:, 0] *= np.isfinite(dem).any(axis=(1, 2, 3))
-        dem_n = normalize_dem(dem)
-    lc = raster("landcover", 1)
-    if lc is None:
-        present[:, 1] = 0
-        lc = np.zeros((b, 1, H, W), np.int64)
-    else:
-        lc = lc.astype(np.int64)
-        present[:, 1] *= (lc > 0).any(axis=(1, 2, 3))
-    sar = raster("sar", 2)
-    if sar is None:
-        present[:, 2] = 0
-        sar_n = np.zeros((b, 2, H, W), np.float32)
-    else:
-        present[:, 2] *= np.isfinite(sar).any(axis=(1, 2, 3))
-        sar_n = normalize_sar(sar)
-    return {
-        "lr": lr_img,
-        "dem": dem_n,
-        "landcover": lc,
-        "month": month,
-        "present": present.astype(np.float32),
-        "sar": sar_n,
-        "valid": valid,
-    }
-
-
-def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = 3) -> np.ndarray:
-    """Network output (B, 6, H, W) (within :func:`valid_image_range`) -> reflectance float32,
-    NaN on the scale x scale children of invalid 30 m pixels (``valid`` (B, h, w) from
-    :func:`preprocess`)."""
-    refl = image_to_reflectance(np.asarray(image, np.float32)).astype(np.float32)
-    fine = valid.repeat(scale, axis=1).repeat(scale, axis=2)[:, None]
-    return np.where(fine, refl, np.float32(np.nan)).astype(np.float32)
-
-
 # ----------------------------------------------------------------------------- torch side
 def _torch_module_base():
     import torch
@@ -241,8 +141,10 @@ class LSSRModel(_torch_module_base()):
     """Trainable LSSR: frozen base + LoRA adapters + :class:`AuxFusion` + :class:`SARHead`.
 
     ``forward(lr, dem, landcover, month, present, sar)`` takes the tensors of
-    :func:`preprocess` (same names and shapes) and returns (B, 6, H, W) images (OUTPUT_BANDS
-    order) clamped to :func:`valid_image_range`. Only adapters, fusion and SAR head have ``requires_grad``.
+    :func:`~lssr_ray.data.batch.preprocess` (same names and shapes) and returns (B, 6, H, W)
+    images (OUTPUT_BANDS order) clamped to :func:`valid_image_range`. Only adapters, fusion and
+    SAR head have ``requires_grad``. The model takes over ``base``'s UNet (LoRA layers are
+    injected into it): build each model on its own base (:meth:`from_pretrained` copies one).
     """
 
     def __init__(self, base: Any, config: LSSRConfig | None = None, *, adapters: str | Path | None = None) -> None:
@@ -342,7 +244,8 @@ class LSSRModel(_torch_module_base()):
         return torch.maximum(torch.minimum(x, hi), lo).reshape(img.shape)
 
     def forward_batch(self, inputs: dict[str, Any]):
-        """``forward`` on the dict of :func:`preprocess` (numpy or torch values), on the model's device."""
+        """``forward`` on the dict of :func:`~lssr_ray.data.batch.preprocess` (numpy or torch values),
+        on the model's device."""
         import torch
 
         dev = self.prompt_embeds.device
@@ -350,7 +253,7 @@ class LSSRModel(_torch_module_base()):
         return self(t["lr"], t["dem"], t["landcover"], t["month"], t["present"], t["sar"])
 
     # -- checkpoints
-    def save_checkpoint(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path) -> Path:
         """Write adapters (LoRA weights only), fusion, SAR head, prompt embedding and config."""
         from safetensors.torch import save_file
 
@@ -374,14 +277,18 @@ class LSSRModel(_torch_module_base()):
         return folder
 
     @classmethod
-    def from_checkpoint(
+    def from_pretrained(
         cls, folder: str | Path, *, base: Any | str | os.PathLike | None = None, check_base: bool = True
     ) -> LSSRModel:
-        """Rebuild a model from :meth:`save_checkpoint` output on a *fresh* base.
+        """Rebuild a model from :meth:`save_pretrained` output.
 
-        ``base``: a loaded :class:`~lssr_ray.model.base.BaseModel`, a path/URI, or None for the
-        URI recorded in the checkpoint. With ``check_base`` the base fingerprint must match.
+        ``base``: a loaded :class:`~lssr_ray.model.base.BaseModel` (left untouched: the model gets
+        a copy of its UNet and its own prompt embedding), a path/URI (loaded fresh), or None for
+        the URI recorded in the checkpoint. With ``check_base`` the base fingerprint must match.
         """
+        import copy
+        import dataclasses
+
         import torch
         from safetensors.torch import load_file
 
@@ -395,6 +302,8 @@ class LSSRModel(_torch_module_base()):
         meta = json.loads((folder / CONFIG_NAME).read_text())
         if base is None or isinstance(base, (str, os.PathLike)):
             base = load_base(base if base is not None else meta["base"]["uri"])
+        else:  # the caller's base: adapters are injected into the UNet, so work on a copy
+            base = dataclasses.replace(base, unet=copy.deepcopy(base.unet))
         if check_base and base.fingerprint != meta["base"]["fingerprint"]:
             raise ConfigError(
                 f"checkpoint {folder} was trained on base {meta['base']['uri']} "
@@ -403,7 +312,7 @@ class LSSRModel(_torch_module_base()):
             )
         emb_file = folder / "prompt_embeds.safetensors"
         if emb_file.is_file():
-            base.prompt_embeds = load_file(str(emb_file))["prompt_embeds"]
+            base = dataclasses.replace(base, prompt_embeds=load_file(str(emb_file))["prompt_embeds"])
         cfg = dict(meta["config"])
         cfg.setdefault("skip", "latent")  # saved before the pixel skip existed: keep its forward
         model = cls(base, LSSRConfig.from_dict(cfg), adapters=folder / "adapters")
@@ -417,6 +326,20 @@ class LSSRModel(_torch_module_base()):
             with torch.no_grad():
                 model.detail_gate.copy_(load_file(str(folder / GATE_FILE))["detail_gate"])
         return model
+
+    @classmethod
+    def from_ref(cls, ref: CheckpointRef) -> LSSRModel:
+        """The model of a resolved checkpoint (:func:`~lssr_ray.model.checkpoint.resolve_checkpoint`)
+        on its base, after ``torch.manual_seed(ref.seed)``: without a checkpoint (untrained
+        adapters) every actor and every resumed run builds bit-identical weights."""
+        import torch
+
+        from lssr_ray.model.base import load_base
+
+        torch.manual_seed(int(ref.seed))
+        if ref.path:
+            return cls.from_pretrained(ref.path, base=ref.base)
+        return cls(load_base(ref.base))
 
     def merge_for_inference(self) -> LSSRModel:
         """Fold the LoRA adapters into the UNet weights, freeze everything, eval mode."""
@@ -437,48 +360,8 @@ def parameter_table(summary: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-class LSSRPipeline:
-    """Inference-only LSSR: ``pipe(batch) -> {"sr": (B, 6, 3h, 3w) float32 reflectance, ...}``.
-
-    Build with :meth:`from_pretrained` (checkpoint folder) or :meth:`from_model` (a trained
-    :class:`LSSRModel`, merged in place). Deterministic: no sampling anywhere.
-    """
-
-    def __init__(self, model: LSSRModel, *, device: str = "cpu") -> None:
-        self.model = model.merge_for_inference().to(device)
-        self.scale = model.config.scale
-        self.device = device
-
-    @classmethod
-    def from_pretrained(
-        cls, checkpoint: str | Path, *, base: Any = None, check_base: bool = True, device: str = "cpu"
-    ) -> LSSRPipeline:
-        """Load a checkpoint folder (``base`` None: the base URI recorded in it) onto ``device``."""
-        return cls(LSSRModel.from_checkpoint(checkpoint, base=base, check_base=check_base), device=device)
-
-    @classmethod
-    def from_model(cls, model: LSSRModel, *, device: str = "cpu") -> LSSRPipeline:
-        """Wrap a trained model (its adapters are merged in place)."""
-        return cls(model, device=device)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Batch dict of docs/ARCHITECTURE.md -> same dict plus ``sr``."""
-        import torch
-
-        inputs = preprocess(batch, scale=self.scale)
-        with torch.inference_mode():
-            img = self.model.forward_batch(inputs).float().cpu().numpy()
-        out = dict(batch)
-        out["sr"] = postprocess(img, inputs["valid"], scale=self.scale)
-        return out
-
-
 __all__ = [
-    "PRESENT_KEYS",
     "LSSRConfig",
     "LSSRModel",
-    "LSSRPipeline",
     "parameter_table",
-    "postprocess",
-    "preprocess",
 ]

@@ -3,7 +3,7 @@
 Inputs are reflectance tensors (B, 6, H, W), OUTPUT_BANDS order, NaN = no data.
 
 Data range: PSNR and SSIM of a band group use ``data_range`` = the width of that group's
-normalisation range (``lssr_ray.model.normalize.REFLECTANCE_RANGE``: rgb 0.4, ir 0.8
+normalisation range (``lssr_ray.data.normalize.REFLECTANCE_RANGE``: rgb 0.4, ir 0.8
 reflectance), i.e. the same as computing them on the [0, 1]-scaled images the network sees.
 Pass ``data_range=`` to override (e.g. 1.0 for raw reflectance).
 
@@ -21,8 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lssr_ray.data.normalize import REFLECTANCE_RANGE
 from lssr_ray.model.losses import GROUP_SLICES, ndvi
-from lssr_ray.model.normalize import REFLECTANCE_RANGE
 
 
 def _valid(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ chip has 256 windows x 2 band groups x 4 heads x 144 x 144 scores, which the exp
 ``softmax(q k^T) v`` held as one 162 MiB tensor; the fused kernel never materialises it.
 
 Shapes: optical (N, 3, H, W) image in [-1, 1] (N = groups x chips, group-major), SAR (B, 2, H, W)
-from :func:`lssr_ray.model.normalize.normalize_sar`, present (B,) float. H and W must be
+from :func:`lssr_ray.data.normalize.normalize_sar`, present (B,) float. H and W must be
 multiples of ``window`` (192 = 16 x 12).
 """
 

@@ -21,7 +21,7 @@ into evaluation chips) or an existing pairs store (``*.zarr``, docs/PAIRS.md). T
   hallucination fractions, and the mean absolute 30 m consistency.
 
 Methods: ``nearest`` (each 30 m cell repeated 3 x 3), ``bicubic`` (the model's own upsampling),
-``lssr`` (:class:`lssr_ray.model.lssr.LSSRPipeline`), ``cnn`` (optional,
+``lssr`` (:class:`lssr_ray.model.pipeline.LSSRPipeline`), ``cnn`` (optional,
 :class:`lssr_ray.model.baseline.ResidualCNN`) and the reference ``vae_truth`` (the truth through
 the base's VAE: the ceiling the base puts on any VAE-decoded output).
 """
@@ -91,25 +91,11 @@ def _groups(kinds: list[str], ids: list[str], trained: set[str] | None) -> list[
     return sorted(out.items())
 
 
-def recorded_base(checkpoint: str | Path) -> str:
-    """The base URI recorded in a checkpoint; a relative path is taken from the repository root."""
-    from lssr_ray.config import REPO_ROOT
-    from lssr_ray.model.lssr import CONFIG_NAME
-
-    f = Path(checkpoint) / CONFIG_NAME
-    if not f.is_file():
-        raise MissingDataError(f"{checkpoint} is not an LSSR checkpoint (no {CONFIG_NAME})")
-    uri = json.loads(f.read_text())["base"]["uri"]
-    if "://" in uri or Path(uri).is_absolute():
-        return uri
-    return str(REPO_ROOT / uri)
-
-
 def _baselines(lr_img: np.ndarray, valid: np.ndarray, scale: int) -> dict[str, np.ndarray]:
     import torch
     import torch.nn.functional as F
 
-    from lssr_ray.model.lssr import postprocess
+    from lssr_ray.data.batch import postprocess
 
     t = torch.as_tensor(lr_img)
     bic = F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1).numpy()
@@ -121,8 +107,8 @@ def _vae_truth(model, hr: np.ndarray) -> np.ndarray:
     """Truth reflectance (B, 6, H, W) through the VAE (latent mean), back to reflectance."""
     import torch
 
-    from lssr_ray.model.lssr import preprocess
-    from lssr_ray.model.normalize import image_to_reflectance
+    from lssr_ray.data.batch import preprocess
+    from lssr_ray.data.normalize import image_to_reflectance
 
     b = hr.shape[0]
     img = preprocess({"lr": hr, "month": np.ones(b, np.int64)}, scale=1)["lr"]  # NaN-fill + scaling
@@ -152,7 +138,7 @@ def check_locations(locations: list[str], seen: dict[str, set[str] | None], *, a
 def _cnn_predictor(cnn, scale: int):
     import torch
 
-    from lssr_ray.model.lssr import postprocess, preprocess
+    from lssr_ray.data.batch import postprocess, preprocess
 
     def predict(batch: dict[str, Any]) -> np.ndarray:
         inputs = preprocess(batch, scale=scale)
@@ -217,10 +203,12 @@ def evaluate_pairs(
     """
     import torch
 
+    from lssr_ray.data.batch import preprocess
     from lssr_ray.data.pair_dataset import PairDataset, collate
     from lssr_ray.data.pairs import open_pairs, pair_locations
-    from lssr_ray.model.lssr import LSSRPipeline, preprocess
+    from lssr_ray.model.checkpoint import recorded_base
     from lssr_ray.model.metrics import evaluate
+    from lssr_ray.model.pipeline import LSSRPipeline
     from lssr_ray.model.trust import (
         DEFAULT_VARIANTS,
         consistency,

@@ -49,7 +49,7 @@ def _step_inputs(batch: dict[str, Any], scale: int) -> tuple[dict[str, Any], Any
     """Batch (numpy) -> network inputs, 10 m target reflectance and its validity mask."""
     import numpy as np
 
-    from lssr_ray.model.lssr import preprocess
+    from lssr_ray.data.batch import preprocess
 
     inputs = preprocess(batch, scale=scale)
     valid_lr = inputs.pop("valid")
@@ -66,8 +66,8 @@ def evaluate_model(model, loss_fn, batches, device) -> dict[str, float]:
     import numpy as np
     import torch
 
+    from lssr_ray.data.normalize import image_to_reflectance
     from lssr_ray.model.metrics import evaluate
-    from lssr_ray.model.normalize import image_to_reflectance
 
     sums: dict[str, float] = {}
     n = 0
@@ -176,7 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            model = LSSRModel.from_checkpoint(ckpt_dir, base=base)
+            model = LSSRModel.from_pretrained(ckpt_dir, base=base)
             train_state = torch.load(Path(ckpt_dir) / TRAIN_STATE, map_location="cpu", weights_only=False)
         start_step = int(train_state["step"])
         torch.manual_seed(cfg.seed + rank + 7919 * start_step)  # fresh dropout draws after a restart
@@ -234,7 +234,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    core.save_checkpoint(tmp)
+                    core.save_pretrained(tmp)
                     torch.save(
                         {"step": step, "optimizer": opt.state_dict(), "metrics_log": log_path.read_text()},
                         Path(tmp) / TRAIN_STATE,

@@ -148,10 +148,10 @@ def test_missing_s3_bucket_is_named(s3_env, capsys):
 
 
 def test_tensorrt_without_tensorrt_is_one_line_and_creates_nothing(tmp_path, capsys):
-    from lssr_ray.infer.engine import _cuda_available
+    from lssr_ray.infer.factory import cuda_available
     from lssr_ray.mapping.preflight import check_engine
 
-    if importlib.util.find_spec("tensorrt") is not None and _cuda_available():
+    if importlib.util.find_spec("tensorrt") is not None and cuda_available():
         check_engine("tensorrt")  # a GPU host with the gpu extra: the check lets it run
         return
     out = tmp_path / "trt.zarr"
@@ -300,7 +300,8 @@ def test_model_output_is_clamped_to_the_valid_range_not_to_zero():
     prediction an exact 0. Now it clamps at the image values of -0.01 and 1.6."""
     import torch
 
-    from lssr_ray.model.lssr import LSSRModel, postprocess
+    from lssr_ray.data.batch import postprocess
+    from lssr_ray.model.lssr import LSSRModel
 
     b = 2
     img = torch.full((2 * b, 3, 6, 6), -0.5)  # [rgb chips; ir chips]

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from lssr_ray.errors import BatchError, ConfigError, MissingDataError, MissingExtraError
-from lssr_ray.infer.engine import Engine, make_engine, pad_batch, resolve_kind
+from lssr_ray.infer.base import Engine, pad_batch
+from lssr_ray.infer.factory import make_engine, resolve_kind
 from lssr_ray.infer.ort_engine import OrtEngine
 from lssr_ray.infer.tensorrt_engine import contract_shapes, engine_cache_key
 from lssr_ray.infer.torch_engine import TorchEngine
@@ -115,14 +116,10 @@ def test_torch_engine_matches_reference(model):
     assert isinstance(eng, TorchEngine) and isinstance(eng, Engine) and eng.name == "torch"
     batch = make_batch(7)
     out = eng(batch)
-    assert (
-        set(out) == {"sr"}
-        and out["sr"].shape == (7, 6, 3 * H, 3 * W)
-        and out["sr"].dtype == np.float32
-    )
+    assert isinstance(out, np.ndarray) and out.shape == (7, 6, 3 * H, 3 * W) and out.dtype == np.float32
     ref = reference(model, batch)
-    np.testing.assert_allclose(out["sr"], ref, atol=1e-6)
-    assert np.isnan(out["sr"][0, :, :3, :3]).all() and np.isfinite(out["sr"][1:]).all()
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    assert np.isnan(out[0, :, :3, :3]).all() and np.isfinite(out[1:]).all()
 
 
 def test_ort_parity_and_padding_fixed_batch(model, onnx_fixed):
@@ -133,7 +130,7 @@ def test_ort_parity_and_padding_fixed_batch(model, onnx_fixed):
     assert eng.providers == ["CPUExecutionProvider"]
     for n in (ONNX_BATCH, 6, 1):  # exact, split + short last batch padded, single short batch
         batch = make_batch(n, seed=n)
-        got = eng(batch)["sr"]
+        got = eng(batch)
         ref = reference(model, batch)
         assert got.shape == ref.shape
         diff = np.nanmax(np.abs(got - ref))
@@ -150,8 +147,8 @@ def test_ort_dynamic_batch_and_torch_parity(model, onnx_dynamic):
     eng = OrtEngine(onnx_dynamic, batch_size=5, intra_op_threads=1)
     assert eng.fixed_batch is None and eng.batch_size == 5 and not eng.pad
     batch = make_batch(7, seed=3)
-    t = TorchEngine(model, batch_size=7)(batch)["sr"]
-    o = eng(batch)["sr"]
+    t = TorchEngine(model, batch_size=7)(batch)
+    o = eng(batch)
     assert np.nanmax(np.abs(o - t)) < PARITY_ATOL
 
 
@@ -183,10 +180,11 @@ def test_bad_inputs_named(model, onnx_fixed, tmp_path):
 
 def test_auto_kind_on_this_host(model, onnx_fixed):
     has_trt = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
-    assert resolve_kind("auto", onnx_path=onnx_fixed) == ("tensorrt" if has_trt else "onnxruntime")
-    assert resolve_kind("auto", torch_module=model) == "torch"
+    assert resolve_kind("auto") == ("tensorrt" if has_trt else "onnxruntime")
+    assert resolve_kind("auto", with_graph=False) == "torch"
+    assert make_engine("auto", torch_module=model).name == "torch"  # no graph: torch
     if not has_trt:
-        assert make_engine("auto", onnx_path=onnx_fixed).name == "onnxruntime"
+        assert make_engine("auto", onnx_path=onnx_fixed, torch_module=model).name == "onnxruntime"
 
 
 @pytest.mark.skipif(
@@ -239,9 +237,9 @@ def test_bicubic_engine_is_the_untrained_baselines_bicubic():
     batch["lr"] = np.clip(np.nan_to_num(batch["lr"]) * 2 - 1, -1, 1).astype(np.float32)  # image range
     eng = make_engine("bicubic", batch_size=2, chip_shape=(H, W))
     assert isinstance(eng, Engine) and eng.name == "bicubic"
-    sr = eng(batch)["sr"]
+    sr = eng(batch)
     assert sr.shape == (5, 6, 3 * H, 3 * W) and sr.dtype == np.float32
     with torch.no_grad():
         want = ResidualCNN().eval()(torch.from_numpy(batch["lr"])).numpy()
     np.testing.assert_allclose(sr, want, atol=1e-6)
-    assert resolve_kind("auto", onnx_path="x.onnx") != "bicubic"
+    assert resolve_kind("auto") != "bicubic" and resolve_kind("auto", with_graph=False) != "bicubic"

@@ -150,10 +150,11 @@ def flanders_chip():
 
 
 def test_lssr_engine_has_positive_uncertainty_and_its_plain_output_is_unchanged(flanders_chip):
-    from lssr_ray.mapping.udfs import DEFAULT_CHECKPOINT, LSSRPredictor
+    from lssr_ray.config import DEFAULT_CHECKPOINT_DIR
+    from lssr_ray.mapping.udfs import LSSRPredictor
     from lssr_ray.model.trust import consistency
 
-    pred = LSSRPredictor(engine="torch", checkpoint=str(DEFAULT_CHECKPOINT), batch_size=1, uncertainty=True)
+    pred = LSSRPredictor(engine="torch", checkpoint=str(DEFAULT_CHECKPOINT_DIR), batch_size=1, uncertainty=True)
     out = pred(flanders_chip)
     plain = pred.predict({k: flanders_chip[k] for k in ("lr", "dem", "landcover", "sar", "month", "present")})
     np.testing.assert_allclose(out["sr"], plain, atol=1e-6, equal_nan=True)  # sr is the identity variant

@@ -14,7 +14,6 @@ from lssr_ray.mapping.udfs import (
     CommitPartials,
     LSSRPredictor,
     ReadChips,
-    resolve_checkpoint,
     time_partials,
 )
 
@@ -120,24 +119,6 @@ def test_commit_then_blend_and_write(tmp_path, flanders, predictors):
     # int16 x 1e-4, clipped only to HLS's valid range (-0.01 .. 1.6): negative predictions keep their sign
     np.testing.assert_allclose(got[fin], np.clip(want[fin], -0.01, 1.6), atol=0.5e-4 + 1e-7)
     assert ds.valid.isel(time=2).values.max() == 0
-
-
-def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from lssr_ray.errors import MissingDataError
-
-    with pytest.raises(MissingDataError, match="jobs/train.py"):
-        resolve_checkpoint(str(tmp_path / "nope"))
-
-
-def test_missing_default_checkpoint_falls_back_with_a_warning(tmp_path, monkeypatch):
-    from lssr_ray.mapping import udfs
-
-    monkeypatch.setattr(udfs, "DEFAULT_CHECKPOINT", tmp_path / "lssr-adapters-cpu")
-    ckpt, warning = resolve_checkpoint(None, seed=3)
-    assert ckpt is None and "UNTRAINED" in warning and "seed 3" in warning and "jobs/train.py" in warning
-    (tmp_path / "lssr-adapters-cpu").mkdir()
-    (tmp_path / "lssr-adapters-cpu" / "lssr_config.json").write_text("{}")
-    assert resolve_checkpoint(None) == (str(tmp_path / "lssr-adapters-cpu"), None)
 
 
 def test_uncertainty_layer_is_engine_independent(flanders, predictors):

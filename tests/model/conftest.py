@@ -23,7 +23,8 @@ def _deterministic():
 @pytest.fixture
 def base():
     """A fresh copy of the small stand-in base (LSSRModel injects LoRA into its UNet in place)."""
-    from lssr_ray.model.base import SMALL_BASE_DIR, load_base
+    from lssr_ray.config import SMALL_BASE_DIR
+    from lssr_ray.model.base import load_base
 
     return load_base(SMALL_BASE_DIR)
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from lssr_ray.errors import MissingDataError
-from lssr_ray.model.base import SMALL_BASE_DIR, base_fingerprint, load_base
-from lssr_ray.model.normalize import (
+from lssr_ray.config import SMALL_BASE_DIR
+from lssr_ray.data.normalize import (
     image_to_reflectance,
     normalize_dem,
     normalize_sar,
     reflectance_to_image,
 )
+from lssr_ray.errors import MissingDataError
+from lssr_ray.model.base import base_fingerprint, load_base
 
 
 def test_small_base_layout_and_size():

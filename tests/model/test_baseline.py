@@ -68,8 +68,8 @@ def test_committed_checkpoint_beats_bicubic_on_real_pairs():
 
     import numpy as np
 
+    from lssr_ray.data.batch import postprocess, preprocess
     from lssr_ray.data.pair_dataset import PairDataset, collate
-    from lssr_ray.model.lssr import postprocess, preprocess
     from lssr_ray.model.metrics import evaluate
 
     m = ResidualCNN.from_pretrained(COMMITTED).eval()
@@ -101,9 +101,9 @@ def test_v2_base_vae_ceiling_above_bicubic_on_real_pairs():
     v1 base's VAE loses to it (docs/TRAINING.md, "Quality")."""
     import numpy as np
 
+    from lssr_ray.data.batch import postprocess, preprocess
     from lssr_ray.data.pair_dataset import PairDataset, collate
     from lssr_ray.model.base import load_base
-    from lssr_ray.model.lssr import postprocess, preprocess
     from lssr_ray.model.metrics import evaluate
     from lssr_ray.train.evaluate import _vae_truth
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lssr_ray.data.normalize import image_to_reflectance, reflectance_to_image
 from lssr_ray.errors import MissingDataError
 from lssr_ray.model.losses import (
     FFT_WEIGHT,
@@ -17,7 +18,6 @@ from lssr_ray.model.losses import (
     ndvi,
     ndvi_l1,
 )
-from lssr_ray.model.normalize import image_to_reflectance, reflectance_to_image
 
 
 @pytest.fixture(scope="module")

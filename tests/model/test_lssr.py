@@ -10,10 +10,13 @@ import torch
 from _zero_init import randomize_zero_inits
 from safetensors.torch import load_file
 
+from lssr_ray.config import SMALL_BASE_DIR
+from lssr_ray.data.batch import preprocess
 from lssr_ray.errors import BatchError, ConfigError
-from lssr_ray.model.base import SMALL_BASE_DIR, load_base
+from lssr_ray.model.base import load_base
 from lssr_ray.model.losses import LSSRLoss
-from lssr_ray.model.lssr import LSSRModel, LSSRPipeline, preprocess
+from lssr_ray.model.lssr import LSSRModel
+from lssr_ray.model.pipeline import LSSRPipeline
 
 
 def _train_steps(model, batch, hr, n=2, lr=1e-2):
@@ -91,13 +94,13 @@ def test_adapter_checkpoint_round_trip_is_bit_identical(base, real_batch, tmp_pa
     inputs = preprocess(batch)
     with torch.no_grad():
         y1 = model.forward_batch(inputs)
-    ck = model.save_checkpoint(tmp_path / "ck")
+    ck = model.save_pretrained(tmp_path / "ck")
     # the checkpoint holds only trainable weights (LoRA + fusion + SAR head + detail gate)
     n_saved = sum(v.numel() for f in ck.rglob("*.safetensors") if f.name != "prompt_embeds.safetensors"
                   for v in load_file(str(f)).values())
     assert n_saved == model.parameter_summary()["total"]["trainable"]
     assert all("lora" in k for f in (ck / "adapters").rglob("*.safetensors") for k in load_file(str(f)))
-    again = LSSRModel.from_checkpoint(ck, base=load_base(SMALL_BASE_DIR)).eval()
+    again = LSSRModel.from_pretrained(ck, base=load_base(SMALL_BASE_DIR)).eval()
     with torch.no_grad():
         y2 = again.forward_batch(inputs)
     assert torch.equal(y1, y2)
@@ -108,13 +111,13 @@ def test_pipeline_deterministic_and_matches_unmerged(base, real_batch, tmp_path)
     model = _train_steps(LSSRModel(base), batch, hr, n=1)
     with torch.no_grad():
         unmerged = model.forward_batch(preprocess(batch)).numpy()
-    ck = model.save_checkpoint(tmp_path / "ck")
+    ck = model.save_pretrained(tmp_path / "ck")
     pipe = LSSRPipeline.from_pretrained(ck)
     a, b = pipe(batch)["sr"], pipe(batch)["sr"]
     assert np.array_equal(a, b)
     c = LSSRPipeline.from_pretrained(ck)(batch)["sr"]
     assert np.array_equal(a, c)
-    from lssr_ray.model.normalize import image_to_reflectance
+    from lssr_ray.data.normalize import image_to_reflectance
 
     np.testing.assert_allclose(a, image_to_reflectance(unmerged), atol=1e-4)
     assert a.shape == (2, 6, 48, 48) and a.dtype == np.float32 and np.isfinite(a).all()
@@ -168,11 +171,11 @@ def test_bad_batches_raise(base, real_batch):
 
 
 def test_checkpoint_refuses_other_base(base, real_batch, tmp_path):
-    ck = LSSRModel(base).save_checkpoint(tmp_path / "ck")
+    ck = LSSRModel(base).save_pretrained(tmp_path / "ck")
     other = load_base(SMALL_BASE_DIR)
     other.fingerprint = "0" * 64
     with pytest.raises(ConfigError, match="fingerprint"):
-        LSSRModel.from_checkpoint(ck, base=other)
+        LSSRModel.from_pretrained(ck, base=other)
 
 
 def test_modality_dropout_only_in_training(base, real_batch):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from lssr_ray.data.normalize import REFLECTANCE_RANGE
 from lssr_ray.model.metrics import evaluate, ndvi_mse, psnr, spectral_angle, ssim
-from lssr_ray.model.normalize import REFLECTANCE_RANGE
 
 
 @pytest.fixture(scope="module")

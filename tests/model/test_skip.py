@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from _zero_init import randomize_zero_inits
 
+from lssr_ray.config import SMALL_BASE_DIR
+from lssr_ray.data.batch import preprocess
 from lssr_ray.errors import ConfigError
-from lssr_ray.model.base import SMALL_BASE_DIR, BaseModel, load_base
+from lssr_ray.model.base import BaseModel, load_base
 from lssr_ray.model.colorfix import adain, apply_color_fix, wavelet_fix, wavelet_low
-from lssr_ray.model.lssr import LSSRConfig, LSSRModel, preprocess
+from lssr_ray.model.lssr import LSSRConfig, LSSRModel
 
 
 def _bicubic(inputs) -> torch.Tensor:
@@ -163,5 +165,5 @@ def test_colour_fix_only_at_inference(real_batch):
 
 def test_legacy_checkpoint_keeps_its_forward():
     """A checkpoint saved before the pixel skip has no ``skip`` key: it loads as ``latent``."""
-    model = LSSRModel.from_checkpoint("models/lssr-adapters-cpu")
+    model = LSSRModel.from_pretrained("models/lssr-adapters-cpu")
     assert model.config.skip == "latent" and not model.detail_gate.requires_grad

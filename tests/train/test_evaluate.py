@@ -71,7 +71,7 @@ def setup(tmp_path_factory):
     # an untrained model is exactly bicubic (flip-equivariant: zero spread, rho undefined), so the
     # zero-initialised adapter parts get random values: the trust numbers must see a real model
     model = randomize_zero_inits(LSSRModel(load_base(str(BASE)), LSSRConfig()))
-    ckpt = model.save_checkpoint(root / "ckpt")
+    ckpt = model.save_pretrained(root / "ckpt")
     _trained_on(ckpt, ["tanzania_37MBS_2021"])
     cnn = root / "cnn"
     ResidualCNN().save_pretrained(cnn)
@@ -140,8 +140,8 @@ def test_only_the_core_is_scored_with_its_halo_as_input(setup):
     import torch.nn.functional as F
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+    from lssr_ray.data.batch import postprocess, preprocess
     from lssr_ray.data.pair_dataset import PairDataset
-    from lssr_ray.model.lssr import postprocess, preprocess
     from lssr_ray.train.protocol import core
 
     res, _, store, *_ = setup

@@ -54,7 +54,7 @@ def test_checkpoint_reloads_to_identical_outputs(chaos_run):
     size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
     assert size < 5e6, f"checkpoint {size} bytes: adapters only expected"
 
-    model = LSSRModel.from_checkpoint(ckpt, base=str(BASE))
+    model = LSSRModel.from_pretrained(ckpt, base=str(BASE))
     # the reloaded weights are the trained ones: the validation numbers the worker logged at
     # the last step come out again (same pairs, same seed)
     _, val_batches, _ = make_batches(cfg, rank=0, world_size=1)
@@ -66,7 +66,7 @@ def test_checkpoint_reloads_to_identical_outputs(chaos_run):
     # trained adapters are not the zero-initialised ones, and a second load is bit-identical
     lora_b = [p for n, p in model.unet.named_parameters() if "lora_B" in n]
     assert lora_b and any(float(p.detach().abs().max()) > 0 for p in lora_b)
-    twin = LSSRModel.from_checkpoint(ckpt, base=load_base(str(BASE)))
+    twin = LSSRModel.from_pretrained(ckpt, base=load_base(str(BASE)))
     fresh = LSSRModel(load_base(str(BASE)), LSSRConfig.from_dict(cfg.model))
     batch = next(iter(val_batches()))
     from lssr_ray.train.loop import _step_inputs

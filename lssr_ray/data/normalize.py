@@ -30,6 +30,7 @@ backscatter; beyond is clipped).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,10 @@ BAND_RANGES: tuple[tuple[float, float], ...] = (REFLECTANCE_RANGE["rgb"],) * 3 +
 
 
 def _lib(x: Any):
-    import torch
-
-    return torch if isinstance(x, torch.Tensor) else np
+    # a tensor exists only if torch is already imported: numpy callers (the batch contract,
+    # ONNX/TensorRT actors) must not import torch just to be told they hold numpy
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(x, torch.Tensor) else np
 
 
 def _band_lohi(x: Any, channel_axis: int = 1):
