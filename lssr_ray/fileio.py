@@ -262,16 +262,23 @@ def gdal_options(url: str | None = None, storage_options: Mapping[str, Any] | No
     settings of ``url`` (``anon`` -> ``AWS_NO_SIGN_REQUEST=YES``).
     """
     env = os.environ if env is None else env
+    return _gdal_config(_explicit(url, storage_options, env), env)
+
+
+def _explicit(url: str | None, storage_options: Mapping[str, Any] | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """Per-URL options of an ``s3://`` URL without the environment's endpoint (``{}`` otherwise)."""
+    return {**_configured(str(url), env), **dict(storage_options or {})} if url and is_s3(url) else {}
+
+
+def _gdal_config(explicit: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     opts = dict(_GDAL_DEFAULTS)
     if env_endpoint(env):
         opts.update(endpoint_gdal_options(env_endpoint(env)))
     opts.update({k: env[k] for k in _GDAL_ENV_KEYS if env.get(k)})
-    if url and is_s3(url):
-        explicit = {**_configured(str(url), env), **dict(storage_options or {})}
-        if _endpoint_of(explicit):
-            opts.update(endpoint_gdal_options(_endpoint_of(explicit)))
-        if explicit.get("anon"):
-            opts["AWS_NO_SIGN_REQUEST"] = "YES"
+    if _endpoint_of(explicit):
+        opts.update(endpoint_gdal_options(_endpoint_of(explicit)))
+    if explicit.get("anon"):
+        opts["AWS_NO_SIGN_REQUEST"] = "YES"
     return opts
 
 
@@ -292,15 +299,16 @@ def gdal_env(url: str | None = None, storage_options: Mapping[str, Any] | None =
     from rasterio.session import AWSSession
 
     env = os.environ if env is None else env
-    opts = gdal_options(url, storage_options, env=env)
-    creds = settings_for(url, storage_options, env=env) if url and is_s3(url) else {}
+    creds = _explicit(url, storage_options, env)  # a credential provider is asked once
+    opts = _gdal_config(creds, env)
     key = creds.get("key") or env.get("AWS_ACCESS_KEY_ID")
     secret = creds.get("secret") or env.get("AWS_SECRET_ACCESS_KEY")
     if creds.get("anon") or not (key and secret):
         return rasterio.Env(**opts)
     session = AWSSession(aws_access_key_id=key, aws_secret_access_key=secret,
                          aws_session_token=creds.get("token") or env.get("AWS_SESSION_TOKEN"),
-                         region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+                         region_name=dict(creds.get("client_kwargs") or {}).get("region_name")
+                         or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
                          endpoint_url=opts.get("AWS_S3_ENDPOINT"))
     return rasterio.Env(session=session, **opts)
 
