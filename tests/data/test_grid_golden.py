@@ -4,6 +4,7 @@ replaced: the plans of CASES were recorded with that code in golden/grid_plans.j
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -82,8 +83,31 @@ def golden():
 
 
 def test_golden_covers_every_case(golden):
-    assert sorted(golden) == sorted(CASES)
-    assert sum(len(g["chips"]) for g in golden.values()) > 50  # the cases plan many chips
+    assert sorted(golden) == sorted([*CASES, "__iowa__"])
+    assert sum(len(golden[n]["chips"]) for n in CASES) > 50  # the cases plan many chips
+
+
+def plan_digest(record: dict[str, Any]) -> str:
+    """sha256 of a plan record in canonical JSON (for plans too big to store in full)."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def iowa_plan():
+    import warnings
+
+    from lssr_ray.config import REPO_ROOT
+    from lssr_ray.data.aoi import read_aoi
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the state spans two UTM zones
+        return plan_chips(read_aoi(REPO_ROOT / "examples" / "iowa.geojson"))
+
+
+@pytest.mark.slow
+def test_iowa_plan_equals_recorded_digest(golden):
+    plan = iowa_plan()  # 52 537 chips, default settings
+    assert len(plan) == golden["__iowa__"]["chips"]
+    assert plan_digest(plan_record(plan)) == golden["__iowa__"]["sha256"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -96,4 +120,7 @@ def test_plan_equals_recorded_plan_exactly(golden, name):
 if __name__ == "__main__":  # re-record: only with code known to be right (it was the old code)
     import sys
 
-    json.dump({n: plan_record(plan_case(n)) for n in CASES}, sys.stdout, indent=0)
+    plans = {n: plan_record(plan_case(n)) for n in CASES}
+    iowa = iowa_plan()
+    plans["__iowa__"] = {"chips": len(iowa), "sha256": plan_digest(plan_record(iowa))}
+    json.dump(plans, sys.stdout, indent=0)
