@@ -182,18 +182,15 @@ def search_granules(catalog: Any, aoi: Any, *, start: str | None = None, end: st
 
 
 def _overlaps(granule: Any, grid: Any, window: tuple[int, int, int, int]) -> bool:
-    from affine import Affine
+    """Whether the granule's footprint overlaps a grid window (bounds in the granule's CRS)."""
+    from odc.geo.geobox import GeoBox
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
-    t = grid.input_transform
-    left, top = t @ (window[1], window[0])
-    right, bottom = t @ (window[1] + window[3], window[0] + window[2])
+    left, bottom, right, top = grid.window_geobox(window).boundingbox.bbox
     gcrs = CRS.from_user_input(granule.crs)
     l2, b2, r2, t2 = transform_bounds(CRS.from_user_input(grid.crs), gcrs, left, bottom, right, top)
-    gt = Affine(*tuple(granule.transform)[:6])
-    gl, gtop = gt @ (0, 0)
-    gr, gb = gt @ (granule.shape[1], granule.shape[0])
+    gl, gb, gr, gtop = GeoBox(granule.shape, Affine(*tuple(granule.transform)[:6]), None).boundingbox.bbox
     return not (r2 <= gl or l2 >= gr or t2 <= gb or b2 >= gtop)
 
 
