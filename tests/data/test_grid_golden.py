@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-
-from typing import Any
 
 from lssr_ray.config import GridConfig
 from lssr_ray.data.aoi import parse_aoi
