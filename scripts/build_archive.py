@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lssr_ray.data import hls, masks
+from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks
 from lssr_ray.data.landsat_l1 import open_scene
 from lssr_ray.data.samples import sample_dir
-from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks
 from lssr_ray.data.worldcereal import open_nc, open_patch
 
 ARCHIVE = REPO / "data" / "archive"
