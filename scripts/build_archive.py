@@ -27,15 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lssr_ray.data import hls, masks
+from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks
 from lssr_ray.data.landsat_l1 import open_scene
 from lssr_ray.data.samples import sample_dir
-from lssr_ray.data.worldcereal import (
-    block_phase,
-    coarse_grid,
-    open_nc,
-    open_patch,
-    to_blocks,
-)
+from lssr_ray.data.worldcereal import open_nc, open_patch
 
 ARCHIVE = REPO / "data" / "archive"
 LANDCOVER_CSV = REPO / "lssr_ray" / "data" / "landcover_classes.csv"
@@ -136,7 +131,8 @@ def flanders_l30() -> list[Product]:
     patch = open_patch(folder)
     raw = open_nc(patch.files["l8"], mask_and_scale=False)
     stack = np.stack([raw[b].values for b in L8_SR_BANDS + ("pixel_qa",)])  # (7, T, 64, 64)
-    py, px, score = block_phase(stack)
+    phase = block_phase(stack)
+    py, px, score = phase.row, phase.col, phase.score
     if score < 1.0:
         raise RuntimeError(f"L8 10 m layer is not an exact 3x3 block copy (best phase score {score})")
     t10 = raw.rio.transform()
@@ -196,8 +192,7 @@ def flanders_grid30():
     patch = open_patch(sample_dir("worldcereal_flanders_31UDS_2018"))
     raw = open_nc(patch.files["l8"], mask_and_scale=False)
     stack = np.stack([raw[b].values for b in L8_SR_BANDS + ("pixel_qa",)])
-    py, px, _ = block_phase(stack)
-    return coarse_grid(raw.rio.transform(), stack.shape[-2:], (py, px))
+    return coarse_grid(raw.rio.transform(), stack.shape[-2:], block_phase(stack).phase)
 
 
 # ---------------------------------------------------------------- Flanders S30 + S2 reference
@@ -556,7 +551,7 @@ def write_provenance(out: Path, products: list[Product]) -> None:
         "## How each collection was made",
         "- **HLSL30, Flanders (T31UDS)**: from `L8_SR_10m` (Landsat-8 Collection-1-style surface",
         "  reflectance that WorldCereal resampled to the 10 m patch grid by nearest neighbour). The 3x3",
-        "  block phase is detected from the data (`lssr_ray.data.worldcereal.block_phase`, all bands and",
+        "  block phase is detected from the data (`lssr_ray.data.blockgrid.block_phase`, all bands and",
         "  dates: an exact block copy), the 30 m grid is built on it (22 x 22 pixels, origin",
         "  (501340, 5629690), one partial block on the west and north/south edges), and each block's",
         "  value is taken. Re-expanding by 3x3 reproduces the 10 m layer exactly (tests/data/test_archive.py).",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from lssr_ray.config import REPO_ROOT
-from lssr_ray.data import pairs, psf
+from lssr_ray.data import pair_sources, pairs, pairs_convert, psf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-clear", type=float, default=0.9)
     ap.add_argument("--max-date-gap-days", type=int, default=1)
     ap.add_argument("--chip-size", type=int, default=pairs.DEFAULT_CHIP_SIZE)
-    ap.add_argument("--nir", choices=pairs.NIR_CHOICES, default="B08")
+    ap.add_argument("--nir", choices=pair_sources.NIR_CHOICES, default="B08")
     ap.add_argument("--band-adjust", choices=psf.BANDPASS_CHOICES, default="hls_s2a")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rep = pairs.convert_worldcereal(
+    rep = pairs_convert.convert_worldcereal(
         a.samples, out / "pairs.zarr", max_date_gap_days=a.max_date_gap_days, min_clear=a.min_clear,
         chip_size=a.chip_size, nir=a.nir, band_adjust=a.band_adjust,
     )

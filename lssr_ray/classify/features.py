@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.data.blockgrid import SCALE, block_phase, coarse_grid, to_blocks
 from lssr_ray.errors import ConfigError, MissingDataError
 
 __all__ = [
@@ -211,49 +212,21 @@ def _landsat_nn(patch_dir: Path) -> PatchSeries:
     return PatchSeries(refl, dates, crs, t, "nearest30")
 
 
-def _block_phase(refl: np.ndarray, axis: int, scale: int = 3) -> int:
-    """First index of a full ``scale`` block along ``axis`` of nearest-neighbour-upsampled data."""
-    a = np.moveaxis(refl, axis, -1)
-    eq = a[..., 1:] == a[..., :-1]
-    valid = np.isfinite(a[..., 1:]) & np.isfinite(a[..., :-1])
-    frac = []
-    for k in range(scale):
-        e, v = eq[..., k::scale], valid[..., k::scale]
-        frac.append(e[v].mean() if v.any() else np.nan)
-    frac = np.asarray(frac)
-    brk = int(np.nanargmin(frac))
-    others = np.delete(frac, brk)
-    if not (np.nanmin(others) > 0.95 and frac[brk] < 0.5):
-        raise ConfigError(
-            f"the Landsat layer is not {scale}x{scale} nearest-neighbour content (pair-equality by "
-            f"phase {np.round(frac, 3).tolist()}); cannot recover the 30 m cells"
-        )
-    return (brk + 1) % scale
-
-
-def lowres_cells(series: PatchSeries, *, scale: int = 3) -> tuple[np.ndarray, Any, tuple[int, int]]:
+def lowres_cells(series: PatchSeries, *, scale: int = SCALE) -> tuple[np.ndarray, Any, tuple[int, int]]:
     """Recover the 30 m cells of nearest-neighbour 10 m data.
 
     Returns ``(cells, transform30, (pad_rows, pad_cols))``: cells (T, 6, h, w) float32 (median of
     the clear 10 m pixels of each cell, NaN if none), the 30 m transform, and how many 10 m
     pixels of the first (partial) cell lie above/left of the patch.
     """
-    from affine import Affine
-
     refl = series.reflectance
-    s_r, s_c = _block_phase(refl, 2, scale), _block_phase(refl, 3, scale)
-    pr, pc = (scale - s_r) % scale, (scale - s_c) % scale
-    t, b, h, w = refl.shape
-    hp, wp = -(-(h + pr) // scale) * scale, -(-(w + pc) // scale) * scale
-    pad = np.full((t, b, hp, wp), np.nan, np.float32)
-    pad[:, :, pr : pr + h, pc : pc + w] = refl
-    blocks = pad.reshape(t, b, hp // scale, scale, wp // scale, scale)
+    phase = block_phase(refl, factor=scale).require("the Landsat layer")
+    grid = coarse_grid(series.transform, refl.shape[-2:], phase.phase, factor=scale)
+    blocks = to_blocks(refl, grid.lead, grid.shape, factor=scale)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         cells = np.nanmedian(blocks, axis=(3, 5)).astype(np.float32)
-    tr = series.transform
-    t30 = tr @ Affine.translation(-pc, -pr) @ Affine.scale(scale)
-    return cells, t30, (pr, pc)
+    return cells, grid.transform, grid.lead
 
 
 def _bicubic(series: PatchSeries) -> PatchSeries:
@@ -280,7 +253,7 @@ def _lssr(series: PatchSeries, sr: SRCallable) -> PatchSeries:
     cells, _, (pr, pc) = lowres_cells(series)
     out = np.asarray(sr(cells), dtype=np.float32)
     _, b, h, w = series.reflectance.shape
-    want = (cells.shape[0], b, cells.shape[2] * 3, cells.shape[3] * 3)
+    want = (cells.shape[0], b, cells.shape[2] * SCALE, cells.shape[3] * SCALE)
     if out.shape != want:
         raise ConfigError(f"the super-resolution callable returned {out.shape}; expected {want}")
     return PatchSeries(out[:, :, pr : pr + h, pc : pc + w].copy(), series.dates, series.crs,

@@ -34,9 +34,10 @@ from affine import Affine
 
 from lssr_ray.config import OUTPUT_BANDS, GridConfig
 from lssr_ray.data.aux import AUX_KINDS, AuxArrays, read_aux
+from lssr_ray.data.coverage import covered_part, granule_overlaps, search_granules
 from lssr_ray.data.grid import Chip, ChipPlan, group_chips, union_window
 from lssr_ray.data.readers import LowRes, read_lowres
-from lssr_ray.errors import ChipSkipped, CoverageError, MissingDataError
+from lssr_ray.errors import ChipSkipped, MissingDataError
 
 
 class GranuleLike(Protocol):
@@ -164,39 +165,6 @@ class CubeResult:
         )
 
 
-def search_granules(catalog: Any, aoi: Any, *, start: str | None = None, end: str | None = None,
-                    collections: Sequence[str] | None = None) -> list[Any]:
-    """Granules of ``catalog`` over the AOI; :class:`CoverageError` naming the catalog extent if none."""
-    kw = {"collections": tuple(collections)} if collections else {}
-    granules = list(catalog.search(aoi.geometry, start=start, end=end, **kw))
-    if not granules:
-        boxes = sorted({tuple(round(v, 3) for v in g.bbox) for g in getattr(catalog, "granules", ())
-                        if g.collection.startswith("HLS")})
-        extent = f"{len(boxes)} lon/lat box(es) {boxes}" if boxes else None
-        raise CoverageError(
-            f"no granule in the catalog covers AOI {aoi.name} (lon/lat bounds "
-            f"{tuple(round(v, 4) for v in aoi.geometry.bounds)}) between {start or 'any'} and {end or 'any'}; "
-            f"the catalog covers {extent if extent is not None else 'an unknown extent'}"
-        )
-    return sorted(granules, key=lambda g: str(g.datetime))
-
-
-def _overlaps(granule: Any, grid: Any, window: tuple[int, int, int, int]) -> bool:
-    from affine import Affine
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_bounds
-
-    t = grid.input_transform
-    left, top = t @ (window[1], window[0])
-    right, bottom = t @ (window[1] + window[3], window[0] + window[2])
-    gcrs = CRS.from_user_input(granule.crs)
-    l2, b2, r2, t2 = transform_bounds(CRS.from_user_input(grid.crs), gcrs, left, bottom, right, top)
-    gt = Affine(*tuple(granule.transform)[:6])
-    gl, gtop = gt @ (0, 0)
-    gr, gb = gt @ (granule.shape[1], granule.shape[0])
-    return not (r2 <= gl or l2 >= gr or t2 <= gb or b2 >= gtop)
-
-
 def read_chips(
     plan: ChipPlan,
     granules: Sequence[Any],
@@ -218,7 +186,7 @@ def read_chips(
         blocks: list[tuple[Any, LowRes]] = []
         failures: list[str] = []
         for g in granules:
-            if not _overlaps(g, plan.grid, win):
+            if not granule_overlaps(g, plan.grid, win):
                 continue
             try:
                 blocks.append((g, read_lowres(g, plan.grid, window=win)))
@@ -393,28 +361,6 @@ class DataStage:
                 f"chips are planned over the covered {self.aoi.area_km2:.2f} km2 only")
 
 
-def covered_part(aoi: Any, granules: Sequence[Any]) -> tuple[Any, float]:
-    """(the AOI clipped to the granules' footprints, km2 of the AOI outside them).
-
-    Footprints are the items' GeoJSON geometries (their lon/lat bbox when they have none). The
-    clipped AOI keeps the zone and CRS of the whole AOI so its grid is the one the full AOI would
-    have; an AOI fully covered is returned unchanged.
-    """
-    import shapely
-    from shapely.geometry import box, shape
-
-    from lssr_ray.data.aoi import polygonal_part, to_crs
-
-    prints = [shape(g.geometry) if getattr(g, "geometry", None) else box(*g.bbox) for g in granules]
-    inside = aoi.geometry.intersection(shapely.union_all(prints))
-    if inside.equals(aoi.geometry) or inside.area >= aoi.geometry.area * (1 - 1e-9):
-        return aoi, 0.0
-    inside = polygonal_part(inside)
-    utm = to_crs(inside, aoi.crs)
-    outside = max(0.0, aoi.area_km2 - float(utm.area) / 1e6)
-    return dataclasses.replace(aoi, geometry=inside, utm_geometry=utm), outside
-
-
 def plan_data_stage(aoi: Any, catalog: Any, *, config: GridConfig | None = None, start: str | None = None,
                     end: str | None = None, collections: Sequence[str] | None = None) -> DataStage:
     """Search the catalog, snap the grid to the granules' 30 m lattice and plan the chips.
@@ -446,8 +392,6 @@ __all__ = [
     "GranuleLike",
     "aux_from_catalog",
     "build_cube",
-    "covered_part",
     "plan_data_stage",
     "read_chips",
-    "search_granules",
 ]

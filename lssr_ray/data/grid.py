@@ -5,15 +5,23 @@ granules' 30 m lattice (``anchor``; HLS/Landsat grids may be at 15 m offsets). T
 grid* shares its origin and has ``scale`` (3) times finer pixels, so every input pixel maps to
 exactly 3x3 output pixels. The grid is padded to a whole number of chip strides so that chip
 cores tile it exactly and each core is one output Zarr chunk of ``stride*scale`` pixels.
+
+All grid arithmetic is odc-geo's: the grid is ``GeoBox.from_bbox(..., anchor=...)`` padded with
+``pad_wh`` to whole strides, the 10 m grid is ``zoom_to`` of the 30 m one, chip cores are the
+``GeoboxTiles`` of the grid that touch the AOI (``tiles(polygon)``) and a chip is its core
+``pad``-ed by the halo. The classes below only name and cache what those calls give.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from affine import Affine
+from odc.geo import xy_
+from odc.geo.geobox import GeoBox, GeoboxTiles
+from odc.geo.geom import Geometry
 
 from lssr_ray.config import GridConfig
 from lssr_ray.errors import ConfigError
@@ -35,6 +43,16 @@ class OutputGrid:
     scale: int = 3
     """Output pixels per input pixel along each axis."""
 
+    @functools.cached_property
+    def input_geobox(self) -> GeoBox:
+        """The 30 m grid as an odc-geo GeoBox."""
+        return GeoBox(self.input_shape, self.input_transform, self.crs)
+
+    @functools.cached_property
+    def output_geobox(self) -> GeoBox:
+        """The 10 m grid: the 30 m GeoBox zoomed to ``scale`` times as many pixels (same origin)."""
+        return self.input_geobox.zoom_to(self.output_shape)
+
     @property
     def input_resolution(self) -> float:
         """Input pixel size in metres."""
@@ -48,7 +66,7 @@ class OutputGrid:
     @property
     def output_transform(self) -> Affine:
         """Affine of the 10 m output grid: same origin as the input grid."""
-        return self.input_transform @ Affine.scale(1 / self.scale)
+        return self.output_geobox.affine
 
     @property
     def output_shape(self) -> tuple[int, int]:
@@ -58,9 +76,7 @@ class OutputGrid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in metres of :attr:`crs`."""
-        t = self.input_transform
-        h, w = self.input_shape
-        return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
+        return tuple(self.input_geobox.boundingbox.bbox)
 
     @property
     def area_km2(self) -> float:
@@ -68,13 +84,14 @@ class OutputGrid:
         left, bottom, right, top = self.bounds
         return (right - left) * (top - bottom) / 1e6
 
-    def geobox(self, *, output: bool = True) -> Any:
-        """The grid as an :class:`odc.geo.geobox.GeoBox` (output grid by default)."""
-        from odc.geo.geobox import GeoBox
+    def window_geobox(self, window: Window) -> GeoBox:
+        """GeoBox of an input-grid window (offsets may be negative: a halo off the grid)."""
+        row, col, h, w = window
+        return self.input_geobox.translate_pix(col, row).crop((h, w))
 
-        if output:
-            return GeoBox(self.output_shape, self.output_transform, self.crs)
-        return GeoBox(self.input_shape, self.input_transform, self.crs)
+    def geobox(self, *, output: bool = True) -> GeoBox:
+        """The grid as an :class:`odc.geo.geobox.GeoBox` (output grid by default)."""
+        return self.output_geobox if output else self.input_geobox
 
 
 @dataclass(frozen=True)
@@ -113,9 +130,7 @@ class Chip:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of the chip including halo, metres in the grid CRS."""
-        t = self.input_transform
-        h, w = self.input_shape
-        return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
+        return tuple(GeoBox(self.input_shape, self.input_transform, None).boundingbox.bbox)
 
 
 @dataclass(frozen=True)
@@ -167,20 +182,6 @@ class ChipPlan:
         return self.summary()
 
 
-def snap_bounds(
-    bounds: tuple[float, float, float, float], resolution: float, *, anchor: tuple[float, float] = (0.0, 0.0)
-) -> tuple[float, float, float, float]:
-    """Expand (left, bottom, right, top) outwards to the lattice ``anchor + k*resolution``."""
-    ax, ay = anchor
-    left, bottom, right, top = bounds
-    return (
-        ax + math.floor((left - ax) / resolution) * resolution,
-        ay + math.floor((bottom - ay) / resolution) * resolution,
-        ax + math.ceil((right - ax) / resolution) * resolution,
-        ay + math.ceil((top - ay) / resolution) * resolution,
-    )
-
-
 def anchor_of(transform: Affine) -> tuple[float, float]:
     """The lattice anchor (x0 mod res, y0 mod res) of a north-up source grid transform."""
     if transform.b or transform.d or transform.e >= 0:
@@ -198,57 +199,52 @@ def make_grid(
     """Build the grid covering ``utm_bounds`` (metres in ``crs``).
 
     ``anchor`` is a point of the source granules' 30 m lattice (see :func:`anchor_of`); the
-    default snaps to multiples of the input resolution. The shape is rounded up to whole chip
-    strides (extra rows/cols at the bottom/right) so chip cores tile the grid.
+    default snaps to multiples of the input resolution. Bounds are expanded outwards to that
+    lattice (no tolerance: a bound a hair past a lattice line takes one more pixel), then the
+    shape is rounded up to whole chip strides (extra rows/cols at the bottom/right) so chip cores
+    tile the grid.
     """
     config = config or GridConfig()
     res = config.input_resolution
-    left, bottom, right, top = snap_bounds(utm_bounds, res, anchor=anchor)
-    s = config.stride
-    w = max(1, round((right - left) / res))
-    h = max(1, round((top - bottom) / res))
-    w, h = math.ceil(w / s) * s, math.ceil(h / s) * s
-    return OutputGrid(crs=crs, input_transform=Affine(res, 0, left, 0, -res, top), input_shape=(h, w), scale=config.scale)
+    snap = xy_(anchor[0] / res, anchor[1] / res)  # odc-geo anchors are pixel fractions
+    gbox = GeoBox.from_bbox(utm_bounds, crs, resolution=res, anchor=snap, tol=0.0).pad_wh(config.stride)
+    return OutputGrid(crs=crs, input_transform=gbox.affine, input_shape=gbox.shape.yx, scale=config.scale)
+
+
+def _chip(grid: OutputGrid, tiles: GeoboxTiles, idx: tuple[int, int], config: GridConfig) -> Chip:
+    """The chip of core tile ``idx``: the core padded by the halo on each side, on both grids."""
+    k, halo = grid.scale, config.overlap // 2
+    core_rows, core_cols = tiles.roi[idx]
+    iw = (core_rows.start - halo, core_cols.start - halo, config.chip_size, config.chip_size)
+    ow = (iw[0] * k, iw[1] * k, iw[2] * k, iw[3] * k)
+    chip_in = grid.window_geobox(iw)  # = tiles[idx].pad(halo), with one affine product instead of two
+    core_h, core_w = core_rows.stop - core_rows.start, core_cols.stop - core_cols.start
+    return Chip(
+        id=f"r{idx[0]:04d}c{idx[1]:04d}",
+        row=idx[0],
+        col=idx[1],
+        input_window=iw,
+        input_transform=chip_in.affine,
+        output_window=ow,
+        output_transform=chip_in.zoom_to((ow[2], ow[3])).affine,
+        core_window=(core_rows.start * k, core_cols.start * k, core_h * k, core_w * k),
+        core_offset=halo * k,
+    )
 
 
 def plan_chips(aoi: Any, *, config: GridConfig | None = None, anchor: tuple[float, float] = (0.0, 0.0)) -> ChipPlan:
     """Grid + chips for an :class:`~lssr_ray.data.aoi.AOI` (chips whose core touches the AOI).
 
-    ``config`` defaults to ``GridConfig()``; ``anchor`` as in :func:`make_grid`.
+    ``config`` defaults to ``GridConfig()``; ``anchor`` as in :func:`make_grid`. The chip cores
+    are the stride x stride tiles of the grid (``GeoboxTiles``) that intersect the AOI, row-major.
     """
     config = config or GridConfig()
-    from shapely.geometry import box
-    from shapely.prepared import prep
-
     grid = make_grid(aoi.utm_geometry.bounds, aoi.crs, config=config, anchor=anchor)
-    s, k, halo = config.stride, config.scale, config.overlap // 2
-    rows, cols = grid.input_shape[0] // s, grid.input_shape[1] // s
-    shape = prep(aoi.utm_geometry)
-    it, ot = grid.input_transform, grid.output_transform
-    chips = []
-    for r in range(rows):
-        for c in range(cols):
-            core_in = (r * s, c * s)
-            x0, y0 = it @ (core_in[1], core_in[0])
-            x1, y1 = it @ (core_in[1] + s, core_in[0] + s)
-            if not shape.intersects(box(x0, y1, x1, y0)):
-                continue
-            iw = (core_in[0] - halo, core_in[1] - halo, config.chip_size, config.chip_size)
-            ow = (iw[0] * k, iw[1] * k, iw[2] * k, iw[3] * k)
-            chips.append(
-                Chip(
-                    id=f"r{r:04d}c{c:04d}",
-                    row=r,
-                    col=c,
-                    input_window=iw,
-                    input_transform=it @ Affine.translation(iw[1], iw[0]),
-                    output_window=ow,
-                    output_transform=ot @ Affine.translation(ow[1], ow[0]),
-                    core_window=(core_in[0] * k, core_in[1] * k, s * k, s * k),
-                    core_offset=halo * k,
-                )
-            )
-    return ChipPlan(grid=grid, chips=tuple(chips), config=config, aoi_area_km2=aoi.area_km2, lattice_shape=(rows, cols))
+    tiles = GeoboxTiles(grid.input_geobox, (config.stride, config.stride))
+    touched = tiles.tiles(Geometry(aoi.utm_geometry, grid.crs))
+    chips = tuple(_chip(grid, tiles, idx, config) for idx in sorted(touched))
+    return ChipPlan(grid=grid, chips=chips, config=config, aoi_area_km2=aoi.area_km2,
+                    lattice_shape=tiles.shape.yx)
 
 
 def union_window(windows: list[Window]) -> Window:
@@ -279,6 +275,5 @@ __all__ = [
     "group_chips",
     "make_grid",
     "plan_chips",
-    "snap_bounds",
     "union_window",
 ]

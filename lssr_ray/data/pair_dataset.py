@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.data.pairs import SCALE, SENSOR_PAIRS, open_pairs, pair_ids, read_pair
+from lssr_ray.data.blockgrid import SCALE
+from lssr_ray.data.pairs import SENSOR_PAIRS, open_pairs, pair_ids, read_pair
 from lssr_ray.errors import ConfigError
 
 try:  # torch is a hard dependency of the project; keep the module importable for numpy use

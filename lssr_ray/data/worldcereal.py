@@ -16,6 +16,9 @@ Encodings (see the samples' PROVENANCE.md):
 * The monthly cube (``worldcereal_preprocessed_inputs.nc``) stores int16 with
   ``_Unsigned = "true"``: read as uint16; 65535 = nodata; S2 bands are reflectance x 10000;
   S1 sigma0 dB = 20*log10(DN) - 83 for DN > 0; elevation in m, slope in degrees.
+
+The 10 m L8 layer is a 3x3 nearest-neighbour copy of 30 m cells; :mod:`lssr_ray.data.blockgrid`
+recovers their lattice.
 """
 
 from __future__ import annotations
@@ -195,72 +198,5 @@ def open_monthly_inputs(path: str | Path):
     return _georef(res, _crs_wkt(ds))
 
 
-def block_phase(layers: np.ndarray, *, factor: int = 3) -> tuple[int, int, float]:
-    """Find where the ``factor`` x ``factor`` blocks of a nearest-neighbour-upsampled layer start.
-
-    ``layers`` is (..., y, x) integer data (e.g. all L8 bands and dates stacked). For every
-    candidate offset (row, col) in 0..factor-1 it scores the fraction of complete blocks whose
-    pixels are all equal (over all leading layers). Returns (row_offset, col_offset, score);
-    a score of 1.0 means the layer is an exact block copy at that phase.
-    """
-    a = np.asarray(layers)
-    a = a.reshape((-1,) + a.shape[-2:])
-    ny, nx = a.shape[-2:]
-    best = (0, 0, -1.0)
-    for py in range(factor):
-        for px in range(factor):
-            by, bx = (ny - py) // factor, (nx - px) // factor
-            if by < 1 or bx < 1:
-                continue
-            blk = a[:, py:py + by * factor, px:px + bx * factor].reshape(a.shape[0], by, factor, bx, factor)
-            equal = (blk == blk[:, :, :1, :, :1]).all(axis=(0, 2, 4))
-            score = float(equal.mean())
-            if score > best[2]:
-                best = (py, px, score)
-    return best
-
-
-def coarse_grid(transform, shape: tuple[int, int], phase: tuple[int, int], *, factor: int = 3):
-    """The coarse grid implied by a block phase: (Affine, (rows, cols), (lead_y, lead_x)).
-
-    Blocks start at fine pixel ``phase``; when the phase is not 0 the first coarse pixel is
-    only partly inside the fine raster (``lead`` fine pixels lie outside it). Every fine
-    pixel falls in exactly one coarse pixel; the coarse grid's edges sit on fine-pixel edges.
-    """
-    from affine import Affine
-
-    py, px = phase
-    lead_y, lead_x = (factor - py) % factor, (factor - px) % factor
-    rows = -(-(shape[0] + lead_y) // factor)
-    cols = -(-(shape[1] + lead_x) // factor)
-    t = transform
-    coarse = Affine(t.a * factor, t.b, t.c - lead_x * t.a, t.d, t.e * factor, t.f - lead_y * t.e)
-    return coarse, (rows, cols), (lead_y, lead_x)
-
-
-def to_blocks(fine: np.ndarray, lead: tuple[int, int], coarse_shape: tuple[int, int], *, factor: int = 3,
-              fill: float = np.nan) -> np.ndarray:
-    """Pad (..., y, x) onto the coarse lattice -> (..., rows, factor, cols, factor) blocks.
-
-    Pixels outside the fine raster are ``fill`` (the result is float64 unless fine is float).
-    """
-    a = np.asarray(fine)
-    rows, cols = coarse_shape
-    ly, lx = lead
-    out_dtype = a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64
-    pad = np.full(a.shape[:-2] + (rows * factor, cols * factor), fill, dtype=out_dtype)
-    pad[..., ly:ly + a.shape[-2], lx:lx + a.shape[-1]] = a
-    return pad.reshape(a.shape[:-2] + (rows, factor, cols, factor))
-
-
-def expand_blocks(coarse: np.ndarray, lead: tuple[int, int], fine_shape: tuple[int, int], *, factor: int = 3) -> np.ndarray:
-    """Inverse of block decimation: repeat each coarse pixel factor x factor and crop to the
-    fine raster (used to check that a recovered 30 m grid reproduces the 10 m layer)."""
-    rep = np.repeat(np.repeat(np.asarray(coarse), factor, axis=-2), factor, axis=-1)
-    ly, lx = lead
-    return rep[..., ly:ly + fine_shape[0], lx:lx + fine_shape[1]]
-
-
-__all__ = ["L8_COMMON_NAMES", "WorldCerealPatch", "block_phase", "coarse_grid", "expand_blocks",
-           "l8_reflectance_int16", "open_monthly_inputs", "open_nc", "open_patch",
-           "to_blocks"]
+__all__ = ["L8_COMMON_NAMES", "WorldCerealPatch", "l8_reflectance_int16", "open_monthly_inputs", "open_nc",
+           "open_patch"]

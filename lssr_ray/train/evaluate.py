@@ -1,7 +1,7 @@
 """LSSR vs bicubic, nearest, a residual CNN and the VAE ceiling, on ground the model never saw.
 
 ``evaluate_data(data, checkpoint, out=...)`` takes a folder of WorldCereal-format patches (any
-number, any subset of layers; converted with :func:`lssr_ray.data.pairs.convert_worldcereal`
+number, any subset of layers; converted with :func:`lssr_ray.data.pairs_convert.convert_worldcereal`
 into evaluation chips) or an existing pairs store (``*.zarr``, docs/PAIRS.md). The protocol
 (docs/TRAINING.md "Protocol", :mod:`lssr_ray.train.protocol`):
 
@@ -63,7 +63,7 @@ def prepare_pairs(data: str | Path, workdir: str | Path, *, chip_size: int | Non
     """(pairs store, skipped [(item, reason)], notes) for ``data``: a pairs store is used as is;
     a folder of WorldCereal patches is converted into ``workdir/pairs.zarr`` (chips of
     ``chip_size`` cells every ``chip_stride`` cells; default: the converter's own tiling)."""
-    from lssr_ray.data.pairs import convert_worldcereal
+    from lssr_ray.data.pairs_convert import convert_worldcereal
 
     data = Path(data)
     if not data.exists():

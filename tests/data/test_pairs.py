@@ -13,7 +13,7 @@ from affine import Affine
 from scipy import ndimage
 
 from lssr_ray.config import REPO_ROOT
-from lssr_ray.data import pairs, psf
+from lssr_ray.data import pairs, pairs_convert, psf
 from lssr_ray.errors import ConfigError, MissingDataError
 
 SAMPLES = REPO_ROOT / "data" / "samples"
@@ -28,7 +28,7 @@ S2_20 = FLANDERS / "S2_L2A_20m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 @pytest.fixture(scope="module")
 def flanders(tmp_path_factory):
     out = tmp_path_factory.mktemp("pairs") / "flanders.zarr"
-    rep = pairs.convert_worldcereal(FLANDERS, out, band_adjust="none")
+    rep = pairs_convert.convert_worldcereal(FLANDERS, out, band_adjust="none")
     return rep, pairs.open_pairs(out)
 
 
@@ -61,7 +61,7 @@ def test_real_pairs_match_provenance_dates(flanders):
 
 
 def test_wider_date_gap_admits_the_two_day_pair(tmp_path):
-    wide = pairs.convert_worldcereal(FLANDERS, tmp_path / "w.zarr", synthetic=False, max_date_gap_days=2)
+    wide = pairs_convert.convert_worldcereal(FLANDERS, tmp_path / "w.zarr", synthetic=False, max_date_gap_days=2)
     assert "00002806639B424A_L8-S2_20180223_20180225_r00c00" in wide.written
     assert len(wide.written) == 6
 
@@ -148,7 +148,7 @@ def test_subset_of_layers_and_report(tmp_path):
     for f in (S2_10, S2_20):
         os.symlink(f, sub / f.name)
     shutil.copytree(TANZANIA, tmp_path / "tanzania", symlinks=True)
-    rep = pairs.convert_worldcereal(tmp_path, tmp_path / "out.zarr", min_clear=0.95)
+    rep = pairs_convert.convert_worldcereal(tmp_path, tmp_path / "out.zarr", min_clear=0.95)
     reasons = dict(rep.skipped)
     assert all("_S2deg-S2_" in w for w in rep.written) and rep.written
     assert "no L8_SR_10m" in reasons["patchA/real"]
@@ -160,7 +160,7 @@ def test_subset_of_layers_and_report(tmp_path):
 
 
 def test_monthly_cube_gives_synthetic_pairs(tmp_path):
-    rep = pairs.convert_worldcereal(HESBAYE, tmp_path / "h.zarr")
+    rep = pairs_convert.convert_worldcereal(HESBAYE, tmp_path / "h.zarr")
     ds = pairs.open_pairs(tmp_path / "h.zarr")
     assert len(rep.written) == ds.sizes["pair"] > 0
     p = pairs.read_pair(ds, 0)
@@ -184,13 +184,13 @@ def test_locations_and_chip_stride(tmp_path, flanders):
     assert pairs.location_from_pair_id("worldcereal-hesbaye-monthly-2021_S2deg-S2_20210115_20210115_r00c13") \
         == "hesbaye_2021"
     assert pairs.location_from_folder("landsat8_l1t_alabama_2015") == "alabama_2015"
-    rep = pairs.convert_worldcereal(HESBAYE, tmp_path / "s.zarr", chip_size=16, chip_stride=8)
+    rep = pairs_convert.convert_worldcereal(HESBAYE, tmp_path / "s.zarr", chip_size=16, chip_stride=8)
     st = pairs.open_pairs(tmp_path / "s.zarr")
     xs = sorted({round(float(t[2])) for t in st["transform"].values})
     assert xs == [664000, 664240, 664480]  # origins 0, 8, 16 cells (16 + 16 <= 33)
     assert st.attrs["chip_size"] == 16 and len(rep.written) == st.sizes["pair"]
     with pytest.raises(ConfigError, match="chip_stride"):
-        pairs.convert_worldcereal(HESBAYE, tmp_path / "x.zarr", chip_stride=0)
+        pairs_convert.convert_worldcereal(HESBAYE, tmp_path / "x.zarr", chip_stride=0)
 
 
 def mk(i, h=4):
@@ -234,10 +234,10 @@ def test_round_trip_append_and_errors(tmp_path):
     with pytest.raises(MissingDataError, match="no pairs store"):
         pairs.open_pairs(tmp_path / "nothing.zarr")
     with pytest.raises(ConfigError, match="B8A"):
-        pairs.convert_worldcereal(FLANDERS, tmp_path / "x.zarr", nir="B09")
+        pairs_convert.convert_worldcereal(FLANDERS, tmp_path / "x.zarr", nir="B09")
     with pytest.raises(MissingDataError, match="no WorldCereal"):
         (tmp_path / "empty").mkdir()
-        pairs.convert_worldcereal(tmp_path / "empty", tmp_path / "x.zarr")
+        pairs_convert.convert_worldcereal(tmp_path / "empty", tmp_path / "x.zarr")
 
 
 def test_store_on_s3(tmp_path, monkeypatch):

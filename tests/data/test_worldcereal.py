@@ -66,29 +66,6 @@ def test_l8_int16_view_recovers_negative_reflectance(patch):
         wc.l8_reflectance_int16(patch, "B01")
 
 
-def test_block_phase_of_the_landsat_layer(patch):
-    stack = np.stack([_raw(patch.files["l8"], b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "pixel_qa")])
-    py, px, score = wc.block_phase(stack)
-    assert (py, px, score) == (2, 1, 1.0)
-    # every other phase is clearly worse (independent count of constant 3x3 blocks)
-    for oy in range(3):
-        for ox in range(3):
-            blk = stack[:, :, oy:oy + 60, ox:ox + 60].reshape(7, -1, 20, 3, 20, 3)
-            frac = (blk == blk[:, :, :, :1, :, :1]).all(axis=(0, 1, 3, 5)).mean()
-            assert (frac == 1.0) == ((oy, ox) == (2, 1)) and ((oy, ox) == (2, 1) or frac < 0.7)
-    t30, shape30, lead = wc.coarse_grid(patch.l8.rio.transform(), (64, 64), (py, px))
-    assert t30 == Affine(30, 0, 501340, 0, -30, 5629690) and shape30 == (22, 22) and lead == (1, 2)
-    coarse = np.nanmax(wc.to_blocks(stack[2].astype(float), lead, shape30), axis=(-3, -1))
-    np.testing.assert_array_equal(wc.expand_blocks(coarse, lead, (64, 64)), stack[2])
-
-
-def test_block_phase_on_a_synthetic_shift():
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 1000, (5, 12, 12))
-    fine = np.repeat(np.repeat(coarse, 3, -2), 3, -1)[:, 1:, 2:]  # blocks now start at (2, 1)
-    assert wc.block_phase(fine)[:2] == (2, 1)
-
-
 def test_monthly_inputs_decoding():
     ds = wc.open_monthly_inputs(HESBAYE)
     assert ds.rio.crs.to_epsg() == 32631

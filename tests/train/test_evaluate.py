@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
     import torch
     import xarray as xr
 
-    from lssr_ray.data import pairs
+    from lssr_ray.data import pairs, pairs_convert
     from lssr_ray.model.base import load_base
     from lssr_ray.model.baseline import ResidualCNN
     from lssr_ray.model.lssr import LSSRConfig, LSSRModel
@@ -59,7 +59,7 @@ def setup(tmp_path_factory):
     for f in (SAMPLES / fl.name).iterdir():
         if f.name.startswith(("L8_SR_10m", "S2_L2A_10m", "S2_L2A_20m")):
             (fl / f.name).symlink_to(f)
-    pairs.convert_worldcereal(fl, root / "f.zarr", chip_size=CHIP, chip_stride=CHIP - 2 * HALO, synthetic=False)
+    pairs_convert.convert_worldcereal(fl, root / "f.zarr", chip_size=CHIP, chip_stride=CHIP - 2 * HALO, synthetic=False)
     h = pairs.open_pairs(h_store).isel(pair=[0, 4, 8]).load()
     both = xr.concat([h, pairs.open_pairs(root / "f.zarr").load()], "pair")
     for v in both.variables.values():
