@@ -154,7 +154,7 @@ def engine_only(aoi: str, *, threads: int, batch_size: int, n_chips: int, repeat
     import warnings
 
     from lssr_ray.config import MapConfig
-    from lssr_ray.mapping.pipeline import engine_throughput
+    from lssr_ray.mapping.stage_infer import engine_throughput
 
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # OrtEngine's default thread count reads it

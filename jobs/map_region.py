@@ -15,7 +15,9 @@ one-line message on stderr (also for mistakes found inside Ray workers); --debug
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import time
 import traceback
@@ -98,7 +100,36 @@ def _ask(question: str) -> bool:
         return False
 
 
+class _CliFormat(logging.Formatter):
+    """Notes and the plan as they are; warnings and errors with their level in front."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = super().format(record)
+        return msg if record.levelno < logging.WARNING else f"{record.levelname}: {msg}"
+
+
+@contextlib.contextmanager
+def _library_log_to_stderr():
+    """The package's log records (INFO and up) on stderr while the job runs."""
+    lib = logging.getLogger("lssr_ray")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CliFormat("%(message)s"))
+    level = lib.level
+    lib.addHandler(handler)
+    lib.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _library_log_to_stderr():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     t0 = time.perf_counter()
     started = False
@@ -135,10 +166,6 @@ def main(argv: list[str] | None = None) -> int:
             if ray.is_initialized():
                 ray.shutdown()
     print(summary.text())
-    ct = getattr(summary, "crop_type", None)
-    if ct is not None:
-        print(f"crop_type  {ct.classified_px} px classified (season {ct.season_start}); "
-              f"areas {ct.area_csv}; map {ct.png}")
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary.to_dict(), indent=1, default=str))
     return 0

@@ -29,7 +29,7 @@ from typing import Any
 
 OWNER_ENV = "LSSRRAY_OWNER"
 """Environment variable carrying the owner tag (no ``LSSR_`` prefix: it is not forwarded to
-cluster workers by :data:`lssr_ray.mapping.pipeline.FORWARDED_ENV_PREFIXES`)."""
+cluster workers by :data:`lssr_ray.mapping.ray_env.FORWARDED_ENV_PREFIXES`)."""
 POLL_S = 0.5
 """Seconds between the reaper's checks of the driver."""
 SCAN_S = 1.0

@@ -14,6 +14,7 @@ commit (:func:`stream_with_watchdog`).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -84,6 +85,13 @@ def stream_with_watchdog(batches: Callable[[], Iterable[Any]], *, stall_s: float
         yield item
 
 
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr counting chips (``enabled=False``: a silent one)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="chip", disable=not enabled, file=sys.stderr, mininterval=1.0)
+
+
 def unaccounted(chip_ids: Iterable[str], done: Mapping[int, set[str]], n_times: int) -> list[tuple[int, str]]:
     """Planned ``(ti, chip_id)`` pairs without a committed partial (``done``: ti -> committed ids)."""
     ids = sorted(chip_ids)
@@ -103,4 +111,5 @@ def check_accounted(chip_ids: Iterable[str], done: Mapping[int, set[str]], n_tim
             "same settings to resume")
 
 
-__all__ = ["check_accounted", "confirm_run", "estimate_run_s", "stream_with_watchdog", "unaccounted"]
+__all__ = ["check_accounted", "confirm_run", "estimate_run_s", "progress_bar", "stream_with_watchdog",
+           "unaccounted"]

@@ -9,7 +9,7 @@ a one-line :class:`~lssr_ray.errors.StoreError` naming the path, also with ``--o
 emptied. A missing ``s3://`` bucket and an unwritable local prefix are refused the same way.
 
 A location holding only a run lock (``_lock.json``) counts as empty: the lock is this
-project's, and :func:`~lssr_ray.mapping.pipeline.refuse_live_lock` decides about it.
+project's, and :meth:`~lssr_ray.mapping.lock.StoreLock.refuse_if_live` decides about it.
 
 Every check here reads metadata only (a listing, a stat, one small JSON object) and runs in the
 driver before the store is created and before Ray starts.
@@ -25,7 +25,7 @@ from typing import Any
 
 from lssr_ray.errors import StoreError
 from lssr_ray.fileio import filesystem, is_remote
-from lssr_ray.mapping.store import LOCK_NAME
+from lssr_ray.mapping.lock import LOCK_NAME
 
 STORE_MARKER = "lssr_ray_store"
 """Root-group attribute naming a store written by this project; its value is the format version."""

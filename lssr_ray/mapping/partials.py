@@ -1,7 +1,8 @@
 """Stage-1 chip results committed atomically, so a rerun can resume.
 
-Each chip's result is one object ``<store>/_partials/<chip_id>.npz`` (numpy ``savez_compressed``,
-no pickles) holding:
+Each chip-date's result is one object ``<store>/_partials/t{ti:04d}/<chip_id>.npz`` (time step
+``ti`` on the store's time axis; :func:`partial_path` owns the layout; numpy
+``savez_compressed``, no pickles) holding:
 
 * ``record``: a JSON string ``{"chip_id", "status": "ok"|"skipped", "reason", "detail",
   "window": [row_off, col_off, height, width] (output pixels, may be negative at grid edges),
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.errors import ChipSkipped, StoreError
+from lssr_ray.errors import StoreError
 from lssr_ray.fileio import atomic_put, filesystem, is_remote
 
 PARTIALS_DIR = "_partials"
@@ -54,10 +55,17 @@ def parse_chip_id(cid: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def partial_path(store_url: str, cid: str) -> str:
-    """URL or path of a chip's partial."""
+def partials_dir(store_url: str, time_index: int) -> str:
+    """The folder of time step ``time_index``'s partials: ``<store>/_partials/t{ti:04d}``."""
+    if int(time_index) < 0:
+        raise StoreError(f"time index must be >= 0, got {time_index}")
+    return "/".join([str(store_url).rstrip("/"), PARTIALS_DIR, f"t{int(time_index):04d}"])
+
+
+def partial_path(store_url: str, time_index: int, cid: str) -> str:
+    """URL or path of a chip-date's partial: ``<store>/_partials/t{ti:04d}/<chip_id>.npz``."""
     parse_chip_id(cid)
-    return "/".join([str(store_url).rstrip("/"), PARTIALS_DIR, f"{cid}.npz"])
+    return f"{partials_dir(store_url, time_index)}/{cid}.npz"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Partial:
 
 def commit_partial(
     store_url: str,
+    time_index: int,
     cid: str,
     *,
     sr: np.ndarray | None = None,
@@ -87,14 +96,14 @@ def commit_partial(
     detail: str = "",
     granules: Iterable[str] = (),
     timing: Mapping[str, float] | None = None,
-    time_index: int = 0,
     layers: Mapping[str, np.ndarray] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> str:
-    """Commit one chip's result atomically; returns the partial's URL/path.
+    """Commit one chip-date's result atomically; returns the partial's URL/path.
 
     Args:
         store_url: the output store (local path or s3:// URL).
+        time_index: index on the store's time axis this result belongs to.
         cid: chip id ``"r{row:04d}c{col:04d}"``.
         sr: float32 (6, 3h, 3w) prediction for the chip (core + halo), required when ``ok``.
         window: ``(row_off, col_off, height, width)`` of ``sr`` on the output grid, pixels.
@@ -102,7 +111,6 @@ def commit_partial(
         reason: for skipped chips, one of :data:`SKIP_REASONS`.
         granules: input granule ids the chip was made from.
         timing: seconds per step, e.g. ``{"read_s": 0.4, "infer_s": 1.2}``.
-        time_index: index on the store's time axis this result belongs to.
         layers: trust layers of an ``ok`` chip by name, each of ``sr``'s shape.
     """
     parse_chip_id(cid)
@@ -139,43 +147,21 @@ def commit_partial(
     arrays["record"] = np.array(json.dumps(record))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    url = partial_path(store_url, cid)
+    url = partial_path(store_url, time_index, cid)
     atomic_put(url, buf.getvalue(), storage_options)
     return url
 
 
-def commit_skip(
-    store_url: str,
-    exc: ChipSkipped,
-    *,
-    granules: Iterable[str] = (),
-    timing: Mapping[str, float] | None = None,
-    time_index: int = 0,
-    storage_options: Mapping[str, Any] | None = None,
-) -> str:
-    """Record a :class:`~lssr_ray.errors.ChipSkipped` as the chip's (skipped) partial."""
-    return commit_partial(
-        store_url,
-        exc.chip_id,
-        status="skipped",
-        reason=exc.reason,
-        detail=exc.detail,
-        granules=granules,
-        timing=timing,
-        time_index=time_index,
-        storage_options=storage_options,
-    )
-
-
 def load_partial(
     store_url: str,
+    time_index: int,
     cid: str,
     *,
     with_sr: bool = True,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Partial | None:
-    """Read one chip's partial (``with_sr=False``: the record only); None if not committed."""
-    fs, path = filesystem(partial_path(store_url, cid), storage_options)
+    """Read one chip-date's partial (``with_sr=False``: the record only); None if not committed."""
+    fs, path = filesystem(partial_path(store_url, time_index, cid), storage_options)
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
@@ -187,16 +173,14 @@ def load_partial(
     return Partial(record=record, sr=sr, layers=layers)
 
 
-def done_chip_ids(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> set[str]:
-    """Ids of chips with a committed partial (ok or skipped): a resumed run skips these."""
-    fs, path = filesystem(store_url, storage_options)
-    folder = path.rstrip("/") + "/" + PARTIALS_DIR
+def done_chip_ids(store_url: str, time_index: int, *,
+                  storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """Ids of chips with a committed partial (ok or skipped) at time step ``time_index``: a
+    resumed run skips these."""
+    url = partials_dir(store_url, time_index)
+    fs, folder = filesystem(url, storage_options)
     try:
-        names = (
-            fs.ls(folder, detail=False, refresh=True)
-            if is_remote(store_url)
-            else fs.ls(folder, detail=False)
-        )
+        names = fs.ls(folder, detail=False, refresh=True) if is_remote(url) else fs.ls(folder, detail=False)
     except FileNotFoundError:
         return set()
     out = set()
@@ -209,21 +193,24 @@ def done_chip_ids(store_url: str, *, storage_options: Mapping[str, Any] | None =
 
 def load_neighbourhood(
     store_url: str,
+    time_index: int,
     row: int,
     col: int,
     *,
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict[tuple[int, int], np.ndarray | None]:
-    """Predictions of chip (row, col) and its 8 neighbours, keyed by offset (dr, dc).
+    """Predictions of chip (row, col) and its 8 neighbours at time step ``time_index``, keyed by
+    offset (dr, dc).
 
     Missing, skipped or off-grid neighbours map to None. This is the input of
     :func:`lssr_ray.mapping.blend.blend_chunk` for output chunk (row, col).
     """
-    return load_neighbourhood_layers(store_url, row, col, ("sr",), storage_options=storage_options)["sr"]
+    return load_neighbourhood_layers(store_url, time_index, row, col, ("sr",), storage_options=storage_options)["sr"]
 
 
 def load_neighbourhood_layers(
     store_url: str,
+    time_index: int,
     row: int,
     col: int,
     names: Sequence[str],
@@ -237,27 +224,29 @@ def load_neighbourhood_layers(
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             r, c = row + dr, col + dc
-            p = None if r < 0 or c < 0 else load_partial(store_url, chip_id(r, c), storage_options=storage_options)
+            p = (None if r < 0 or c < 0
+                 else load_partial(store_url, time_index, chip_id(r, c), storage_options=storage_options))
             arrays = {"sr": p.sr, **p.layers} if p is not None and p.ok else {}
             for n in names:
                 out[n][(dr, dc)] = arrays.get(n)
     return out
 
 
-def summarize(
-    store_url: str, *, storage_options: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Counts of ok / skipped chips and skip reasons (for the store's attributes)."""
+def summarize(store_url: str, n_times: int, *,
+              storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Counts of ok / skipped chip-dates and skip reasons over time steps ``0 .. n_times - 1``
+    (for the store's attributes): ``{"chip_dates_ok", "chip_dates_skipped", "skip_reasons"}``."""
     counts: dict[str, int] = {"ok": 0, "skipped": 0}
     reasons: dict[str, int] = {}
-    for cid in sorted(done_chip_ids(store_url, storage_options=storage_options)):
-        p = load_partial(store_url, cid, with_sr=False, storage_options=storage_options)
-        if p is None:
-            continue
-        counts[p.record["status"]] = counts.get(p.record["status"], 0) + 1
-        if p.record.get("reason"):
-            reasons[p.record["reason"]] = reasons.get(p.record["reason"], 0) + 1
-    return {"chips_ok": counts["ok"], "chips_skipped": counts["skipped"], "skip_reasons": reasons}
+    for ti in range(int(n_times)):
+        for cid in sorted(done_chip_ids(store_url, ti, storage_options=storage_options)):
+            p = load_partial(store_url, ti, cid, with_sr=False, storage_options=storage_options)
+            if p is None:
+                continue
+            counts[p.record["status"]] = counts.get(p.record["status"], 0) + 1
+            if p.record.get("reason"):
+                reasons[p.record["reason"]] = reasons.get(p.record["reason"], 0) + 1
+    return {"chip_dates_ok": counts["ok"], "chip_dates_skipped": counts["skipped"], "skip_reasons": reasons}
 
 
 __all__ = [
@@ -266,12 +255,12 @@ __all__ = [
     "Partial",
     "chip_id",
     "commit_partial",
-    "commit_skip",
     "done_chip_ids",
     "load_neighbourhood",
     "load_neighbourhood_layers",
     "load_partial",
     "parse_chip_id",
     "partial_path",
+    "partials_dir",
     "summarize",
 ]

@@ -1,4 +1,4 @@
-"""The georeferenced Zarr output store: template, chunk-aligned writes, provenance, lock.
+"""The georeferenced Zarr output store: template, chunk-aligned writes, reading it back.
 
 Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray everywhere)::
 
@@ -15,7 +15,7 @@ Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray 
       spatial_ref  CF grid mapping (crs_wkt + GeoTransform), referenced by ``grid_mapping``
       time, band, y, x   coordinates (pixel centres in metres of the UTM CRS)
       _partials/   per-chip stage-1 predictions (see :mod:`lssr_ray.mapping.partials`)
-      _lock.json   the run lock while a run writes (see :class:`StoreLock`)
+      _lock.json   the run lock while a run writes (:class:`~lssr_ray.mapping.lock.StoreLock`)
 
 Opening it:
 
@@ -35,30 +35,19 @@ writers never touch the same object.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
-import socket
-import time
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
 from lssr_ray.config import OUTPUT_BANDS
 from lssr_ray.data.hls import VALID_RANGE
-from lssr_ray.errors import StoreError, StoreLockedError
-from lssr_ray.fileio import (
-    CREDENTIAL_KEY,
-    filesystem,
-    is_remote,
-    secret_values,
-    settings_for,
-    zarr_store,
-)
+from lssr_ray.errors import StoreError
+from lssr_ray.fileio import is_remote, settings_for, zarr_store
+from lssr_ray.mapping.provenance import scrub_secrets
 
 REFLECTANCE_VAR = "reflectance"
 """Name of the packed 10 m reflectance variable (time, band, y, x)."""
@@ -68,11 +57,6 @@ SCALE_FACTOR = 0.0001
 """CF scale factor of the int16 reflectance (HLS convention)."""
 FILL_VALUE = -9999
 """CF ``_FillValue`` of the int16 reflectance (HLS convention)."""
-LOCK_NAME = "_lock.json"
-"""Lock object at the store root."""
-DEFAULT_STALE_AFTER_S = 900.0
-"""A lock whose heartbeat is older than this many seconds (15 min) may be taken over."""
-
 
 
 # --------------------------------------------------------------------------- paths
@@ -93,62 +77,6 @@ def gdal_path(url: str, variable: str = REFLECTANCE_VAR) -> str:
     else:
         path = os.path.abspath(url.removeprefix("file://"))
     return f'ZARR:"{path}":/{variable}'
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def _scrub(value: Any, secrets: Sequence[str]) -> Any:
-    """Drop credential-named keys and redact credential values anywhere in ``value``."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): _scrub(v, secrets) for k, v in value.items() if not CREDENTIAL_KEY.search(str(k))
-        }
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        for s in secrets:
-            value = value.replace(s, "<redacted>")
-        return value
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return value
-
-
-def provenance_attrs(
-    source_granules: Sequence[str],
-    base_hash: str,
-    *,
-    adapter_hash: str | None = None,
-    engine: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Global attributes recording where the store's values came from.
-
-    Args:
-        source_granules: HLS granule ids (or URLs) read for this store.
-        base_hash: sha256 of the frozen base model weights.
-        adapter_hash: sha256 of the LoRA/aux adapter weights.
-        engine: inference engine name (``"onnxruntime"``, ...).
-        extra: any further JSON-able attributes (credential-looking keys are dropped).
-    """
-    import lssr_ray
-
-    attrs: dict[str, Any] = {
-        "title": "lssr-ray 10 m super-resolved surface reflectance",
-        "Conventions": "CF-1.8",
-        "source_granules": [str(g) for g in source_granules],
-        "base_model_sha256": str(base_hash),
-        "adapter_sha256": str(adapter_hash or ""),
-        "software": f"lssr_ray {lssr_ray.__version__}",
-        "software_version": lssr_ray.__version__,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "band_order": list(OUTPUT_BANDS),
-    }
-    if engine:
-        attrs["engine"] = engine
-    attrs.update(dict(extra or {}))
-    return attrs
 
 
 # --------------------------------------------------------------------------- template
@@ -173,9 +101,7 @@ class StoreLayout:
 def _check_transform(transform: Sequence[float]) -> tuple[float, ...]:
     t = tuple(float(v) for v in tuple(transform)[:6])
     if len(t) != 6:
-        raise StoreError(
-            f"transform must have 6 affine terms (a, b, c, d, e, f), got {transform!r}"
-        )
+        raise StoreError(f"transform must have 6 affine terms (a, b, c, d, e, f), got {transform!r}")
     a, b, _, d, e, _ = t
     if b != 0 or d != 0 or a <= 0 or e >= 0:
         raise StoreError(f"transform must be north-up (b = d = 0, a > 0, e < 0) in metres, got {t}")
@@ -207,12 +133,13 @@ def create_store(
         chunk: chunk edge in output pixels (the chip core, ``stride * scale``).
         times: acquisition dates (anything ``numpy.datetime64`` accepts), one per time slice.
         bands: band names (default :data:`lssr_ray.config.OUTPUT_BANDS`).
-        attrs: global attributes, e.g. from :func:`provenance_attrs`; credentials are scrubbed.
+        attrs: global attributes, e.g. from :func:`~lssr_ray.mapping.provenance.provenance_attrs`;
+            credentials are scrubbed (:func:`~lssr_ray.mapping.provenance.scrub_secrets`).
         storage_options: fsspec options for s3:// (``endpoint_url``, ``key``, ...).
         overwrite: replace an existing store of this project (deleting its ``_partials/`` too);
-            otherwise an existing store is an error. A resumed run skips this call when
-            :func:`exists`. Whatever ``overwrite`` says, a location holding anything that is not
-            a store of this project (:func:`~lssr_ray.mapping.output_target.output_state`) is
+            otherwise an existing store is an error (a resumed run does not call this).
+            Whatever ``overwrite`` says, a location holding anything that is not a store of this
+            project (:func:`~lssr_ray.mapping.output_target.output_state`) is
             refused, never emptied.
         trust_layers: trust variables to add next to ``reflectance``, same grid and chunks
             (:func:`lssr_ray.mapping.trust_layers.trust_vars`).
@@ -246,13 +173,8 @@ def create_store(
     nt, nb = times_arr.size, len(bands)
     refl = da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, chunk, chunk))
     valid = da.zeros((nt, h, w), dtype="uint8", chunks=(1, chunk, chunk))
-    ds = xr.Dataset(
-        {
-            REFLECTANCE_VAR: (("time", "band", "y", "x"), refl),
-            VALID_VAR: (("time", "y", "x"), valid),
-        },
-        coords={"time": times_arr, "band": list(bands), "y": y, "x": x},
-    )
+    ds = xr.Dataset({REFLECTANCE_VAR: (("time", "band", "y", "x"), refl), VALID_VAR: (("time", "y", "x"), valid)},
+                    coords={"time": times_arr, "band": list(bands), "y": y, "x": x})
     from lssr_ray.mapping.trust_layers import TRUST_VARS, trust_attrs, trust_encoding
 
     unknown = sorted(set(trust_layers) - set(TRUST_VARS))
@@ -271,7 +193,7 @@ def create_store(
     )
     ds.x.attrs.update(units="m", standard_name="projection_x_coordinate", axis="X")
     ds.y.attrs.update(units="m", standard_name="projection_y_coordinate", axis="Y")
-    ds.attrs.update(_scrub(dict(attrs or {}), secret_values(storage_options)))
+    ds.attrs.update(scrub_secrets(attrs or {}, storage_options))
     ds.attrs["chunk_size_px"] = int(chunk)
     ds.attrs[STORE_MARKER] = STORE_FORMAT_VERSION  # lets a later run tell our store from foreign files
     encoding = {
@@ -298,12 +220,6 @@ def create_store(
     )
 
 
-def exists(url: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """True if ``url`` holds a Zarr v2 group (``.zgroup``)."""
-    fs, path = filesystem(url, storage_options)
-    return bool(fs.exists(path.rstrip("/") + "/.zgroup"))
-
-
 def read_layout(url: str, *, storage_options: Mapping[str, Any] | None = None) -> StoreLayout:
     """Shape, chunk size, time count and band names of an existing store."""
     import zarr
@@ -313,18 +229,13 @@ def read_layout(url: str, *, storage_options: Mapping[str, Any] | None = None) -
         arr = group[REFLECTANCE_VAR]
         bands = tuple(str(b) for b in group["band"][:])
     except (FileNotFoundError, KeyError) as exc:
-        raise StoreError(
-            f"{url} is not an lssr-ray store (no {REFLECTANCE_VAR!r}); create it with create_store"
-        ) from exc
+        raise StoreError(f"{url} is not an lssr-ray store (no {REFLECTANCE_VAR!r}); create it with create_store") from exc
     from lssr_ray.mapping.trust_layers import TRUST_VARS
 
     nt, _, h, w = arr.shape
     names = set(group.array_keys())
     return StoreLayout(shape=(h, w), chunk=int(arr.chunks[2]), n_times=nt, bands=bands,
                        trust_layers=tuple(n for n in TRUST_VARS if n in names))
-
-
-# --------------------------------------------------------------------------- writes
 
 
 def write_chunk(
@@ -360,16 +271,12 @@ def write_chunk(
     lay = layout or read_layout(url, storage_options=storage_options)
     refl = np.asarray(reflectance, dtype="float32")
     if refl.ndim != 3 or refl.shape[0] != len(lay.bands):
-        raise StoreError(
-            f"reflectance must be (bands={len(lay.bands)}, H, W), got shape {refl.shape}"
-        )
+        raise StoreError(f"reflectance must be (bands={len(lay.bands)}, H, W), got shape {refl.shape}")
     _, hh, ww = refl.shape
     c, (h, w) = lay.chunk, lay.shape
     if row_off % c or col_off % c or not (0 <= row_off < h and 0 <= col_off < w):
-        raise StoreError(
-            f"region ({row_off}, {col_off}) is not a chunk origin: offsets must be multiples of "
-            f"the chunk size {c} inside the grid {lay.shape}"
-        )
+        raise StoreError(f"region ({row_off}, {col_off}) is not a chunk origin: offsets must be multiples of "
+                         f"the chunk size {c} inside the grid {lay.shape}")
     want = (min(c, h - row_off), min(c, w - col_off))
     if (hh, ww) != want:
         raise StoreError(f"chunk at ({row_off}, {col_off}) must be {want} pixels, got {(hh, ww)}")
@@ -391,19 +298,13 @@ def write_chunk(
     for name, arr in layers.items():
         if np.shape(arr) != refl.shape:
             raise StoreError(f"trust layer {name!r} must have reflectance's shape {refl.shape}, got {np.shape(arr)}")
-    sub = xr.Dataset(
-        {
-            REFLECTANCE_VAR: (("time", "band", "y", "x"), refl[None]),
-            VALID_VAR: (("time", "y", "x"), valid[None]),
-            **{name: (("time", "band", "y", "x"), clip_trust(arr)[None]) for name, arr in layers.items()},
-        }
-    )
-    region = {
-        "time": slice(time_index, time_index + 1),
-        "band": slice(0, len(lay.bands)),
-        "y": slice(row_off, row_off + hh),
-        "x": slice(col_off, col_off + ww),
-    }
+    sub = xr.Dataset({
+        REFLECTANCE_VAR: (("time", "band", "y", "x"), refl[None]),
+        VALID_VAR: (("time", "y", "x"), valid[None]),
+        **{name: (("time", "band", "y", "x"), clip_trust(arr)[None]) for name, arr in layers.items()},
+    })
+    region = {"time": slice(time_index, time_index + 1), "band": slice(0, len(lay.bands)),
+              "y": slice(row_off, row_off + hh), "x": slice(col_off, col_off + ww)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
         _region_write(sub, url, region, storage_options)
@@ -422,12 +323,8 @@ def _region_write(
     )
 
 
-def finalize_store(
-    url: str,
-    *,
-    attrs: Mapping[str, Any] | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> None:
+def finalize_store(url: str, *, attrs: Mapping[str, Any] | None = None,
+                   storage_options: Mapping[str, Any] | None = None) -> None:
     """Add global attributes (e.g. chip counts) and consolidate the metadata (``.zmetadata``)."""
     import zarr
 
@@ -437,7 +334,7 @@ def finalize_store(
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
         if attrs:
             group = zarr.open_group(store, mode="r+", zarr_format=2)
-            group.attrs.update(_scrub(dict(attrs), secret_values(storage_options)))
+            group.attrs.update(scrub_secrets(attrs, storage_options))
         zarr.consolidate_metadata(store, zarr_format=2)
 
 
@@ -460,156 +357,16 @@ def _open(xr: Any, url: str, storage_options: Mapping[str, Any] | None) -> Any:
     )
 
 
-# --------------------------------------------------------------------------- lock
-
-
-class StoreLock:
-    """Exclusive run lock on a store: ``<store>/_lock.json`` = {run_id, host, pid, heartbeat}.
-
-    Acquire is an exclusive create (``O_EXCL`` locally; a conditional ``If-None-Match: *`` PUT
-    on S3), so two runs cannot both create it. A lock whose ``heartbeat`` (UTC epoch seconds)
-    is older than ``stale_after_s`` belongs to a dead run and is taken over; the same
-    ``run_id`` re-acquires its own lock (resume). Long runs call :meth:`heartbeat` more often
-    than ``stale_after_s``. Use as a context manager; release deletes the object.
-
-    Taking over a stale lock deletes it and re-creates it exclusively, so of two runs taking
-    over at once at most one normally wins; the loser raises :class:`StoreLockedError`.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        run_id: str | None = None,
-        *,
-        stale_after_s: float = DEFAULT_STALE_AFTER_S,
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.url = str(url)
-        self.run_id = run_id or uuid.uuid4().hex
-        self.stale_after_s = float(stale_after_s)
-        self._fs, root = filesystem(self.url, storage_options)
-        self.path = root.rstrip("/") + "/" + LOCK_NAME
-        self.held = False
-
-    # -- low level
-    def _record(self) -> bytes:
-        rec = {
-            "run_id": self.run_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "heartbeat": time.time(),
-        }
-        return json.dumps(rec).encode()
-
-    def read(self) -> dict[str, Any] | None:
-        """The current lock record, or None when unlocked."""
-        try:
-            raw = self._fs.cat_file(self.path)
-        except FileNotFoundError:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise StoreLockedError(
-                f"store {self.url}: lock object {self.path} is not valid JSON; if no run is "
-                f"writing this store, delete it"
-            ) from exc
-
-    def _create_exclusive(self) -> bool:
-        data = self._record()
-        if not is_remote(self.url):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            try:
-                os.link(tmp, self.path)  # exclusive and complete: fails if the lock exists
-            except FileExistsError:
-                return False
-            finally:
-                os.remove(tmp)
-            return True
-        try:
-            # conditional PUT (If-None-Match: *): S3 refuses it when the object exists
-            self._fs.pipe_file(self.path, data, mode="create")
-        except FileExistsError:
-            return False
-        return True
-
-    # -- public
-    def acquire(self) -> Self:
-        """Take the lock or raise :class:`StoreLockedError` naming the holder."""
-        for _ in range(3):
-            if self._create_exclusive():
-                self.held = True
-                return self
-            rec = self.read()
-            if rec is None:
-                continue  # released between our create and read: try again
-            if rec.get("run_id") == self.run_id:
-                self.held = True
-                self.heartbeat()
-                return self
-            age = time.time() - float(rec.get("heartbeat", 0))
-            if age <= self.stale_after_s:
-                raise StoreLockedError(
-                    f"store {self.url} is locked by run {rec.get('run_id')!r} (host "
-                    f"{rec.get('host')}, pid {rec.get('pid')}, heartbeat {age:.0f} s ago); "
-                    f"wait for it to finish, use another store, or take it over after "
-                    f"{self.stale_after_s:.0f} s without a heartbeat"
-                )
-            try:
-                self._fs.rm_file(self.path)  # stale: its run is gone
-            except FileNotFoundError:
-                pass
-        raise StoreLockedError(f"store {self.url}: lost the race for its lock to another run")
-
-    def heartbeat(self) -> None:
-        """Refresh the heartbeat; raises :class:`StoreLockedError` if another run took it."""
-        rec = self.read()
-        if rec is not None and rec.get("run_id") != self.run_id:
-            self.held = False
-            raise StoreLockedError(
-                f"store {self.url}: lock now held by run {rec.get('run_id')!r}, not {self.run_id!r}"
-            )
-        if is_remote(self.url):
-            self._fs.pipe_file(self.path, self._record())  # one PUT replaces it whole
-            return
-        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(self._record())
-        os.replace(tmp, self.path)  # readers never see a half-written record
-
-    def release(self) -> None:
-        """Delete the lock if this run holds it."""
-        if not self.held:
-            return
-        rec = self.read()
-        if rec is not None and rec.get("run_id") == self.run_id:
-            self._fs.rm_file(self.path)
-        self.held = False
-
-    def __enter__(self) -> Self:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 __all__ = [
-    "DEFAULT_STALE_AFTER_S",
     "FILL_VALUE",
     "REFLECTANCE_VAR",
     "SCALE_FACTOR",
     "VALID_VAR",
     "StoreLayout",
-    "StoreLock",
     "create_store",
-    "exists",
     "finalize_store",
     "gdal_path",
     "open_store",
-    "provenance_attrs",
     "read_layout",
     "write_chunk",
 ]

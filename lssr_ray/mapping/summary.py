@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lssr_ray.mapping.classify_stage import ClassifyResult
 
 
 @dataclass
@@ -13,7 +16,7 @@ class MapSummary:
     store: str
     """Output store (local path or s3:// URL)."""
     run_id: str
-    """Run id (hash of the run identity, see :func:`lssr_ray.mapping.pipeline.run_identity`)."""
+    """Run id (hash of the run identity, see :func:`lssr_ray.mapping.plan.run_identity`)."""
     engine: str
     """Inference engine used (``torch``, ``onnxruntime``, ``tensorrt``)."""
     chips: int
@@ -46,6 +49,9 @@ class MapSummary:
     """Quicklook PNGs written."""
     warnings: list[str] = field(default_factory=list)
     """Warnings (e.g. untrained adapters); also recorded in the store attributes."""
+    crop_type: ClassifyResult | None = None
+    """What the crop_type stage wrote, or None when it was skipped (``--classifier none`` or no
+    bundled classifier; the store's ``crop_type_note`` attribute says why)."""
 
     @property
     def ok(self) -> int:
@@ -97,6 +103,10 @@ class MapSummary:
         ]
         if self.quicklooks:
             lines.append(f"quicklooks {len(self.quicklooks)} PNG(s), e.g. {self.quicklooks[0]}")
+        if self.crop_type is not None:
+            ct = self.crop_type
+            lines.append(f"crop_type  {ct.classified_px} px classified (season {ct.season_start}); "
+                         f"areas {ct.area_csv}; map {ct.png}")
         lines += [f"WARNING    {w}" for w in self.warnings]
         return "\n".join(lines)
 

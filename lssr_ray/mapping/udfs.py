@@ -23,8 +23,8 @@ uncertainty float32      (B, 6, H, W) trust layer, only with ``uncertainty=True`
 read_s ...  float64 (B,) seconds spent per step (read_s, infer_s, commit_s)
 =========== ============ =============================================================
 
-Partials of time step ``ti`` live under ``<store>/_partials/t{ti:04d}`` (:func:`time_partials`),
-so the chip-keyed partial layout of :mod:`lssr_ray.mapping.partials` is reused per date.
+Partials of chip ``c`` at time step ``ti`` are ``<store>/_partials/t{ti:04d}/<c>.npz``
+(:func:`lssr_ray.mapping.partials.partial_path`).
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ from lssr_ray.errors import (
 _META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window")
 
 
-def time_partials(store: str, ti: int) -> str:
-    """The partials root of time step ``ti``: ``<store>/_partials/t{ti:04d}``."""
-    return "/".join([str(store).rstrip("/"), "_partials", f"t{int(ti):04d}"])
 
 
 class ReadChips:
@@ -279,16 +276,12 @@ class CommitPartials:
             ok = str(batch["status"][i]) == "ok"
             grans = [g for g in str(batch["granules"][i]).split(",") if g]
             timing = {"read_s": float(batch["read_s"][i]), "infer_s": float(batch["infer_s"][i])}
-            commit_partial(
-                time_partials(self.store, ti), str(cid),
-                sr=batch["sr"][i] if ok else None,
-                layers={k: batch[k][i] for k in trust} if ok else None,
-                window=[int(v) for v in batch["window"][i]] if ok else None,
-                status="ok" if ok else "skipped",
-                reason=None if ok else str(batch["reason"][i]),
-                detail=str(batch["detail"][i]), granules=grans, timing=timing,
-                time_index=ti, storage_options=self.storage_options,
-            )
+            commit_partial(self.store, ti, str(cid), sr=batch["sr"][i] if ok else None,
+                           layers={k: batch[k][i] for k in trust} if ok else None,
+                           window=[int(v) for v in batch["window"][i]] if ok else None,
+                           status="ok" if ok else "skipped", reason=None if ok else str(batch["reason"][i]),
+                           detail=str(batch["detail"][i]), granules=grans, timing=timing,
+                           storage_options=self.storage_options)
             commit_s.append(time.perf_counter() - t0)
         out = {k: np.asarray(batch[k]) for k in _META_COLS if k != "window"}
         out.update(read_s=np.asarray(batch["read_s"]), infer_s=np.asarray(batch["infer_s"]),
@@ -322,7 +315,7 @@ class BlendAndWrite:
 
         written = []
         for r, c, ti in zip(batch["row"], batch["col"], batch["ti"]):
-            preds = load_neighbourhood_layers(time_partials(self.store, int(ti)), int(r), int(c),
+            preds = load_neighbourhood_layers(self.store, int(ti), int(r), int(c),
                                               ("sr", *self.layout.trust_layers),
                                               storage_options=self.storage_options)
             if all(p is None for p in preds["sr"].values()):
@@ -342,10 +335,5 @@ class BlendAndWrite:
                 "ti": np.asarray(batch["ti"]), "written": np.asarray(written, bool)}
 
 
-__all__ = [
-    "BlendAndWrite",
-    "CommitPartials",
-    "LSSRPredictor",
-    "ReadChips",
-    "time_partials",
-]
+
+__all__ = ["BlendAndWrite", "CommitPartials", "LSSRPredictor", "ReadChips"]

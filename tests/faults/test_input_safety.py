@@ -226,7 +226,7 @@ def test_resume_advice_depends_on_the_storage(s3_env):
 
 
 def test_run_identity_is_the_same_for_a_checkout_copied_elsewhere(tmp_path):
-    from lssr_ray.mapping.pipeline import run_identity
+    from lssr_ray.mapping.plan import run_identity
 
     ids = []
     for name in ("checkout_a", "elsewhere/checkout_b"):
@@ -259,14 +259,15 @@ def _strings(value):
 def test_store_attributes_hold_no_absolute_paths(tmp_path):
     """The attributes a run writes at creation (run_config, warnings, aoi, provenance)."""
     from lssr_ray.config import portable_ref
-    from lssr_ray.mapping.pipeline import _open_or_create, plan_map
+    from lssr_ray.mapping.pipeline import open_or_create_store
+    from lssr_ray.mapping.plan import plan_map
     from lssr_ray.mapping.preflight import preflight
     from lssr_ray.mapping.store import open_store
 
     cfg = MapConfig(aoi=FLANDERS, out=str(tmp_path / "attrs.zarr"), quicklook=False)
     plan = plan_map(cfg)
     preflight(plan)
-    _open_or_create(plan, {})
+    open_or_create_store(plan, {})
     attrs = dict(open_store(cfg.out).attrs)
     texts = list(_strings(attrs))
     assert texts and not [t for t in texts if str(REPO_ROOT) in t or str(tmp_path) in t or t.startswith("/")], attrs

@@ -75,7 +75,8 @@ def ref(aoi, tmp_path_factory):
     """The uninterrupted run (Ray stays up for the module, shut down at its end)."""
     import ray
 
-    from lssr_ray.mapping.pipeline import plan_map, run_map
+    from lssr_ray.mapping.pipeline import run_map
+    from lssr_ray.mapping.plan import plan_map
 
     cfg = strip_cfg(aoi, str(tmp_path_factory.mktemp("faults_ref") / "ref.zarr"))
     try:
@@ -223,7 +224,6 @@ def test_nodata_chip_is_a_recorded_skip_and_nothing_else_changes(ref, aoi, tmp_p
     from lssr_ray.data import hls
     from lssr_ray.mapping.partials import load_partial
     from lssr_ray.mapping.pipeline import run_map
-    from lssr_ray.mapping.udfs import time_partials
 
     ref_cfg, plan, _ = ref
     chips = {c.id: c for c in plan.stage.plan.chips}
@@ -251,14 +251,14 @@ def test_nodata_chip_is_a_recorded_skip_and_nothing_else_changes(ref, aoi, tmp_p
     cfg = strip_cfg(aoi, str(tmp_path / "nodata.zarr"), catalog=str(archive / "catalog.json"))
     s = run_map(cfg, progress=False)
     assert s.skipped == {"nodata": 1} and s.computed == 4, s.text()
-    mod, orig = time_partials(cfg.out, 0), time_partials(ref_cfg.out, 0)
-    assert load_partial(mod, "r0000c0000", with_sr=False).record["reason"] == "nodata"
+    mod, orig = cfg.out, ref_cfg.out
+    assert load_partial(mod, 0, "r0000c0000", with_sr=False).record["reason"] == "nodata"
     for cid in ("r0000c0002", "r0000c0003"):  # input windows disjoint from the nodata area
-        a, b = load_partial(mod, cid).sr, load_partial(orig, cid).sr
+        a, b = load_partial(mod, 0, cid).sr, load_partial(orig, 0, cid).sr
         assert np.array_equal(a, b, equal_nan=True), cid
     # the neighbour shares its first overlap columns with the nodata area: NaN exactly there
     c1 = chips["r0000c0001"]
-    a, b = load_partial(mod, "r0000c0001").sr, load_partial(orig, "r0000c0001").sr
+    a, b = load_partial(mod, 0, "r0000c0001").sr, load_partial(orig, 0, "r0000c0001").sr
     xc = c1.output_transform.c + (np.arange(a.shape[-1]) + 0.5) * c1.output_transform.a
     inside = xc < x1
     assert 0 < inside.sum() < a.shape[-1]
@@ -278,7 +278,9 @@ def test_lock_of_a_live_run_is_refused_before_the_store_is_touched(aoi, tmp_path
     import socket
 
     from lssr_ray.errors import StoreLockedError
-    from lssr_ray.mapping.pipeline import config_from, plan_map, refuse_live_lock, run_map
+    from lssr_ray.mapping.lock import StoreLock
+    from lssr_ray.mapping.pipeline import config_from, run_map
+    from lssr_ray.mapping.plan import plan_map
 
     out = tmp_path / "locked.zarr"
     out.mkdir()
@@ -295,6 +297,7 @@ def test_lock_of_a_live_run_is_refused_before_the_store_is_touched(aoi, tmp_path
     finally:
         live.kill()
         live.wait()
-    refuse_live_lock(plan_map(cfg))  # its process is gone: a resume may take the lock over
+    StoreLock(cfg.out, run_id).refuse_if_live()  # its process is gone: a resume may take the lock over
+    other = plan_map(config_from(cfg, seed=1))
     with pytest.raises(StoreLockedError, match=run_id):  # another run id's fresh lock still holds
-        refuse_live_lock(plan_map(config_from(cfg, seed=1)))
+        StoreLock(other.store, other.run_id).refuse_if_live()

@@ -14,7 +14,7 @@ from lssr_ray.ray_local import session_processes
 
 DRIVER = """
 import sys, time
-from lssr_ray.mapping.pipeline import init_ray
+from lssr_ray.mapping.ray_env import init_ray
 from lssr_ray.config import MapConfig
 import ray
 init_ray(MapConfig(aoi="unused.geojson"))

@@ -79,7 +79,6 @@ def test_corrupt_cog_and_all_cloud_dates_are_recorded_skips(tmp_path, ray_sessio
     from lssr_ray.mapping.partials import load_partial
     from lssr_ray.mapping.pipeline import run_map
     from lssr_ray.mapping.store import open_store
-    from lssr_ray.mapping.udfs import time_partials
 
     arch = _bad_archive(tmp_path)
     out = str(tmp_path / "fl.zarr")
@@ -88,9 +87,9 @@ def test_corrupt_cog_and_all_cloud_dates_are_recorded_skips(tmp_path, ray_sessio
     s = run_map(cfg, progress=False)
     assert s.n_times == 4 and s.computed == 4
     assert s.skipped == {"corrupt_source": 1, "all_cloud": 1}
-    rec1 = load_partial(time_partials(out, 1), "r0000c0000", with_sr=False).record
+    rec1 = load_partial(out, 1, "r0000c0000", with_sr=False).record
     assert rec1["reason"] == "corrupt_source" and CORRUPT in rec1["detail"] and "B05" in rec1["detail"]
-    assert load_partial(time_partials(out, 2), "r0000c0000", with_sr=False).record["reason"] == "all_cloud"
+    assert load_partial(out, 2, "r0000c0000", with_sr=False).record["reason"] == "all_cloud"
     ds = open_store(out)
     assert [str(t)[:10] for t in ds.time.values] == ["2018-07-01", "2018-07-17", "2018-07-18", "2018-07-23"]
     valid = ds.valid.values

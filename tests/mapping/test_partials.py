@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from lssr_ray.errors import ChipSkipped, StoreError
+from lssr_ray.errors import StoreError
 from lssr_ray.mapping import partials as P
 
 SR_SHAPE = (6, 48, 48)
@@ -22,7 +22,7 @@ def _sr(seed: int) -> np.ndarray:
 
 def _run(store, chips, *, fail_on=None, storage_options=None):
     """Stand-in for the stage-1 loop: skip done chips, commit the rest; return processed ids."""
-    done = P.done_chip_ids(store, storage_options=storage_options)
+    done = P.done_chip_ids(store, 0, storage_options=storage_options)
     processed = []
     for i, cid in enumerate(chips):
         if cid in done:
@@ -31,14 +31,12 @@ def _run(store, chips, *, fail_on=None, storage_options=None):
             raise RuntimeError("worker died")
         processed.append(cid)
         if i % 4 == 3:
-            P.commit_skip(
-                store,
-                ChipSkipped(cid, "all_cloud", "Fmask 100% cloud"),
-                storage_options=storage_options,
-            )
+            P.commit_partial(store, 0, cid, status="skipped", reason="all_cloud", detail="Fmask 100% cloud",
+                             storage_options=storage_options)
         else:
             P.commit_partial(
                 store,
+                0,
                 cid,
                 sr=_sr(i),
                 window=(-6, -6 + 36 * i, 48, 48),
@@ -54,40 +52,46 @@ def test_roundtrip_and_no_temp_left(tmp_path):
     sr = _sr(0)
     url = P.commit_partial(
         store,
+        1,
         "r0001c0002",
         sr=sr,
         window=(30, 66, 48, 48),
         granules=["g1"],
         timing={"read_s": 0.5, "infer_s": 1.25},
-        time_index=1,
     )
-    assert url.endswith("/_partials/r0001c0002.npz")
-    p = P.load_partial(store, "r0001c0002")
+    assert url == P.partial_path(store, 1, "r0001c0002") and url.endswith("/_partials/t0001/r0001c0002.npz")
+    assert P.load_partial(store, 0, "r0001c0002") is None  # another date's partial
+    p = P.load_partial(store, 1, "r0001c0002")
     assert p.ok and p.sr.dtype == np.float32
     np.testing.assert_array_equal(p.sr, sr)  # bit-exact, NaNs included
     assert p.record["window"] == [30, 66, 48, 48] and p.record["granules"] == ["g1"]
     assert p.record["timing"] == {"read_s": 0.5, "infer_s": 1.25} and p.record["time_index"] == 1
-    assert sorted(os.listdir(tmp_path / "out.zarr" / "_partials")) == ["r0001c0002.npz"]
+    # the layout of docs/ARCHITECTURE.md: <store>/_partials/tNNNN/<chip_id>.npz
+    assert sorted(os.listdir(tmp_path / "out.zarr" / "_partials")) == ["t0001"]
+    assert sorted(os.listdir(tmp_path / "out.zarr" / "_partials" / "t0001")) == ["r0001c0002.npz"]
     # npz without pickles: plain numpy can read it
-    with np.load(tmp_path / "out.zarr" / "_partials" / "r0001c0002.npz", allow_pickle=False) as z:
+    with np.load(tmp_path / "out.zarr" / "_partials" / "t0001" / "r0001c0002.npz", allow_pickle=False) as z:
         assert set(z.files) == {"sr", "record"}
 
 
 def test_skips_and_validation(tmp_path):
     store = str(tmp_path / "out.zarr")
-    P.commit_skip(store, ChipSkipped("r0000c0003", "missing_granule", "B05 absent"), granules=["g"])
-    p = P.load_partial(store, "r0000c0003")
+    P.commit_partial(store, 0, "r0000c0003", status="skipped", reason="missing_granule", detail="B05 absent",
+                     granules=["g"])
+    p = P.load_partial(store, 0, "r0000c0003")
     assert not p.ok and p.sr is None
     assert p.record["reason"] == "missing_granule" and p.record["detail"] == "B05 absent"
     with pytest.raises(StoreError, match="all_cloud"):
-        P.commit_partial(store, "r0000c0004", status="skipped", reason="cloudy")
+        P.commit_partial(store, 0, "r0000c0004", status="skipped", reason="cloudy")
     with pytest.raises(StoreError, match="r\\{row:04d\\}"):
-        P.commit_partial(store, "chip7", sr=_sr(1))
+        P.commit_partial(store, 0, "chip7", sr=_sr(1))
     with pytest.raises(StoreError, match="needs sr"):
-        P.commit_partial(store, "r0000c0004")
+        P.commit_partial(store, 0, "r0000c0004")
     with pytest.raises(StoreError, match="does not match"):
-        P.commit_partial(store, "r0000c0004", sr=_sr(1), window=(0, 0, 10, 10))
-    assert P.load_partial(store, "r0009c0009") is None
+        P.commit_partial(store, 0, "r0000c0004", sr=_sr(1), window=(0, 0, 10, 10))
+    with pytest.raises(StoreError, match="time index"):
+        P.partial_path(store, -1, "r0000c0004")
+    assert P.load_partial(store, 0, "r0009c0009") is None
 
 
 def test_resume_after_crash(tmp_path):
@@ -96,22 +100,26 @@ def test_resume_after_crash(tmp_path):
     with pytest.raises(RuntimeError):
         _run(store, chips, fail_on=chips[6])
     # a writer killed mid-write leaves only its hidden temp file: not a commit
-    (tmp_path / "out.zarr" / "_partials" / ".r0000c0006.npz.dead.tmp").write_bytes(b"half")
-    assert P.done_chip_ids(store) == set(chips[:6])
-    assert P.load_partial(store, chips[6]) is None
+    (tmp_path / "out.zarr" / "_partials" / "t0000" / ".r0000c0006.npz.dead.tmp").write_bytes(b"half")
+    assert P.done_chip_ids(store, 0) == set(chips[:6])
+    assert P.done_chip_ids(store, 1) == set()
+    assert P.load_partial(store, 0, chips[6]) is None
     second = _run(store, chips)
     assert second == chips[6:]  # only the unfinished chips are redone
     assert _run(store, chips) == []
-    s = P.summarize(store)
-    assert s == {"chips_ok": 8, "chips_skipped": 2, "skip_reasons": {"all_cloud": 2}}
+    assert P.summarize(store, 1) == {"chip_dates_ok": 8, "chip_dates_skipped": 2, "skip_reasons": {"all_cloud": 2}}
+    P.commit_partial(store, 2, chips[0], status="skipped", reason="nodata")  # a later date: counted too
+    assert P.summarize(store, 3) == {"chip_dates_ok": 8, "chip_dates_skipped": 3,
+                                     "skip_reasons": {"all_cloud": 2, "nodata": 1}}
 
 
 def test_neighbourhood(tmp_path):
     store = str(tmp_path / "out.zarr")
-    P.commit_partial(store, P.chip_id(0, 0), sr=_sr(0))
-    P.commit_partial(store, P.chip_id(0, 1), sr=_sr(1))
-    P.commit_skip(store, ChipSkipped(P.chip_id(1, 0), "nodata"))
-    nb = P.load_neighbourhood(store, 0, 0)
+    P.commit_partial(store, 0, P.chip_id(0, 0), sr=_sr(0))
+    P.commit_partial(store, 0, P.chip_id(0, 1), sr=_sr(1))
+    P.commit_partial(store, 0, P.chip_id(1, 0), status="skipped", reason="nodata")
+    P.commit_partial(store, 1, P.chip_id(1, 1), sr=_sr(2))  # another date: not a neighbour at t0
+    nb = P.load_neighbourhood(store, 0, 0, 0)
     assert set(nb) == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
     np.testing.assert_array_equal(nb[(0, 1)], _sr(1))
     assert nb[(1, 0)] is None and nb[(-1, 0)] is None and nb[(1, 1)] is None
@@ -124,10 +132,10 @@ def test_s3_commit_and_resume(s3_bucket):
     chips = [P.chip_id(2, c) for c in range(6)]
     with pytest.raises(RuntimeError):
         _run(store, chips, fail_on=chips[4], storage_options=so)
-    assert P.done_chip_ids(store, storage_options=so) == set(chips[:4])
+    assert P.done_chip_ids(store, 0, storage_options=so) == set(chips[:4])
     assert _run(store, chips, storage_options=so) == chips[4:]
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket[len("s3://"):])["Contents"])
-    assert keys == [f"run1/out.zarr/_partials/{c}.npz" for c in chips]  # no temp objects
-    p = P.load_partial(store, chips[1], storage_options=so)
+    assert keys == [f"run1/out.zarr/_partials/t0000/{c}.npz" for c in chips]  # no temp objects
+    p = P.load_partial(store, 0, chips[1], storage_options=so)
     np.testing.assert_array_equal(p.sr, _sr(1))
-    assert P.load_partial(store, chips[3], storage_options=so).record["reason"] == "all_cloud"
+    assert P.load_partial(store, 0, chips[3], storage_options=so).record["reason"] == "all_cloud"

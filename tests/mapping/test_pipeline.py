@@ -22,7 +22,8 @@ LEGACY_CHECKPOINT = REPO_ROOT / "models" / "lssr-adapters-cpu"
 def run(tmp_path_factory):
     import ray
 
-    from lssr_ray.mapping.pipeline import plan_map, run_map
+    from lssr_ray.mapping.pipeline import run_map
+    from lssr_ray.mapping.plan import plan_map
 
     tmp = tmp_path_factory.mktemp("map")
     aoi = write_utm_aoi(tmp / "al4.geojson", ALABAMA_BOX)
@@ -66,7 +67,6 @@ def test_every_chunk_is_the_blend_of_its_partials(run):
     from lssr_ray.mapping.blend import blend_chunk
     from lssr_ray.mapping.partials import load_neighbourhood
     from lssr_ray.mapping.store import open_store
-    from lssr_ray.mapping.udfs import time_partials
 
     cfg, _, summary, _ = run
     ds = open_store(cfg.out)
@@ -74,7 +74,7 @@ def test_every_chunk_is_the_blend_of_its_partials(run):
     valid = ds.valid.isel(time=0).values
     for r in range(2):
         for c in range(2):
-            want = blend_chunk(load_neighbourhood(time_partials(cfg.out, 0), r, c), core=168, halo=12)
+            want = blend_chunk(load_neighbourhood(cfg.out, 0, r, c), core=168, halo=12)
             got = out[:, r * 168 : (r + 1) * 168, c * 168 : (c + 1) * 168]
             fin = np.isfinite(want)
             assert np.array_equal(np.isfinite(got), fin)
@@ -93,14 +93,13 @@ def test_blended_mosaic_has_no_seams(run):
     from lssr_ray.mapping.blend import paste_chunk, seam_statistic
     from lssr_ray.mapping.partials import load_partial
     from lssr_ray.mapping.store import open_store
-    from lssr_ray.mapping.udfs import time_partials
 
     cfg, _, _, _ = run
     blended = open_store(cfg.out).reflectance.isel(time=0).values
     naive = np.full_like(blended, np.nan)
     for r in range(2):
         for c in range(2):
-            p = load_partial(time_partials(cfg.out, 0), f"r{r:04d}c{c:04d}")
+            p = load_partial(cfg.out, 0, f"r{r:04d}c{c:04d}")
             naive[:, r * 168 : (r + 1) * 168, c * 168 : (c + 1) * 168] = paste_chunk(p.sr, core=168, halo=12)
     s_blend, s_naive = seam_statistic(blended, 168), seam_statistic(naive, 168)
     assert s_blend <= 1.2, s_blend
@@ -131,7 +130,6 @@ def test_summary_records_and_quicklook(run):
     import matplotlib.image as mpimg
 
     from lssr_ray.mapping.partials import load_partial
-    from lssr_ray.mapping.udfs import time_partials
 
     cfg, plan, summary, commits = run
     assert (summary.chips, summary.n_times, summary.chip_dates, summary.computed, summary.resumed) == (4, 1, 4, 4, 0)
@@ -140,7 +138,7 @@ def test_summary_records_and_quicklook(run):
     assert summary.wall_s > summary.stage1_s > 0 and summary.chips_per_s > 0 and summary.km2_per_h > 0
     assert sorted(c["chip_id"] for c in commits) == ["r0000c0000", "r0000c0001", "r0001c0000", "r0001c0001"]
     for chip in plan.stage.plan.chips:
-        rec = load_partial(time_partials(cfg.out, 0), chip.id, with_sr=False).record
+        rec = load_partial(cfg.out, 0, chip.id, with_sr=False).record
         assert rec["window"] == list(chip.output_window) and rec["granules"] == [
             "HLS.L30.T16RDV.2015216T161921.v2.0"]
         assert rec["timing"]["infer_s"] > 0

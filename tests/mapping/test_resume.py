@@ -20,12 +20,12 @@ ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres: 2 x 2 chi
 
 
 def _partials(store):
-    folder = os.path.join(store, "_partials", "t0000", "_partials")
+    folder = os.path.join(store, "_partials", "t0000")
     return sorted(f for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(folder) else []
 
 
 def _bytes(store, name):
-    with open(os.path.join(store, "_partials", "t0000", "_partials", name), "rb") as fh:
+    with open(os.path.join(store, "_partials", "t0000", name), "rb") as fh:
         return fh.read()
 
 
@@ -82,12 +82,13 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, ray_session):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     from lssr_ray.errors import ConfigError, StoreError
-    from lssr_ray.mapping.pipeline import _open_or_create, plan_map
+    from lssr_ray.mapping.pipeline import open_or_create_store
+    from lssr_ray.mapping.plan import plan_map
 
     aoi = write_utm_aoi(tmp_path / "al4.geojson", ALABAMA_BOX)
     out = str(tmp_path / "s.zarr")
-    _open_or_create(plan_map(MapConfig(aoi=aoi, out=out, dates="clearest")), None)
+    open_or_create_store(plan_map(MapConfig(aoi=aoi, out=out, dates="clearest")), None)
     with pytest.raises(ConfigError, match=r"differ in \[.*'seed'\]"):
-        _open_or_create(plan_map(MapConfig(aoi=aoi, out=out, dates="clearest", seed=1)), None)
+        open_or_create_store(plan_map(MapConfig(aoi=aoi, out=out, dates="clearest", seed=1)), None)
     with pytest.raises(StoreError, match="--resume"):
-        _open_or_create(plan_map(MapConfig(aoi=aoi, out=out, dates="clearest", resume=False)), None)
+        open_or_create_store(plan_map(MapConfig(aoi=aoi, out=out, dates="clearest", resume=False)), None)

@@ -16,6 +16,8 @@ import lssr_ray
 from lssr_ray.config import OUTPUT_BANDS
 from lssr_ray.errors import StoreError, StoreLockedError
 from lssr_ray.mapping import store as S
+from lssr_ray.mapping.lock import StoreLock
+from lssr_ray.mapping.provenance import provenance_attrs
 
 CRS = "EPSG:32616"
 # a real Landsat-style UTM 16N origin; 10 m output pixels
@@ -38,7 +40,7 @@ def _make(url, storage_options=None, **kw):
         shape=SHAPE,
         chunk=CHUNK,
         times=TIMES,
-        attrs=S.provenance_attrs(
+        attrs=provenance_attrs(
             ["HLS.L30.T16SDC.2015126T163000.v2.0"], "a" * 64, adapter_hash="b" * 64
         ),
         storage_options=storage_options,
@@ -121,7 +123,7 @@ def test_provenance_has_no_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     url = str(tmp_path / "out.zarr")
-    attrs = S.provenance_attrs(
+    attrs = provenance_attrs(
         ["g1", "g2"],
         "c" * 64,
         adapter_hash="d" * 64,
@@ -158,13 +160,13 @@ def test_lock_refuses_second_run_and_keeps_chunks(tmp_path):
     url = str(tmp_path / "out.zarr")
     _make(url)
     a = _chunk_data(3)
-    with S.StoreLock(url, "run-A") as lock_a:
+    with StoreLock(url, "run-A") as lock_a:
         S.write_chunk(url, a, row_off=0, col_off=0)
-        with pytest.raises(StoreLockedError, match="run-A"), S.StoreLock(url, "run-B"):
+        with pytest.raises(StoreLockedError, match="run-A"), StoreLock(url, "run-B"):
             S.write_chunk(url, _chunk_data(4), row_off=0, col_off=0)  # must never run
         lock_a.heartbeat()
-        assert S.StoreLock(url, "run-A").acquire().held  # same run id resumes
-    assert S.StoreLock(url, "x").read() is None  # released
+        assert StoreLock(url, "run-A").acquire().held  # same run id resumes
+    assert StoreLock(url, "x").read() is None  # released
     got = S.open_store(url)["reflectance"].isel(time=0, y=slice(0, CHUNK), x=slice(0, CHUNK)).values
     assert np.nanmax(np.abs(got - a)) <= 0.5e-4 + 1e-7
 
@@ -172,16 +174,44 @@ def test_lock_refuses_second_run_and_keeps_chunks(tmp_path):
 def test_stale_lock_taken_over(tmp_path):
     url = str(tmp_path / "out.zarr")
     _make(url)
-    dead = S.StoreLock(url, "dead-run").acquire()
+    dead = StoreLock(url, "dead-run").acquire()
     rec = json.loads(Path(dead.path).read_text())
     rec["heartbeat"] -= 3600  # its run died an hour ago
     Path(dead.path).write_text(json.dumps(rec))
     with pytest.raises(StoreLockedError):
-        S.StoreLock(url, "new-run", stale_after_s=7200).acquire()
-    new = S.StoreLock(url, "new-run", stale_after_s=60).acquire()
+        StoreLock(url, "new-run", stale_after_s=7200).acquire()
+    new = StoreLock(url, "new-run", stale_after_s=60).acquire()
     assert new.read()["run_id"] == "new-run"
     with pytest.raises(StoreLockedError, match="new-run"):
         dead.heartbeat()  # the dead run, if it wakes up, learns it lost the lock
+
+
+def test_one_liveness_rule_for_the_early_check_and_acquire(tmp_path):
+    """A lock record of the *same* run id held by another live process on this host is refused by
+    both refuse_if_live and acquire (a second start of one run); once that process is gone, both
+    let the run take it over (resume). Another run id's fresh lock is refused by both."""
+    import socket
+    import subprocess
+    import time
+
+    url = str(tmp_path / "out.zarr")
+    os.makedirs(url)
+    lock_path = Path(url) / "_lock.json"
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        lock_path.write_text(json.dumps({"run_id": "run-A", "host": socket.gethostname(), "pid": live.pid,
+                                         "heartbeat": time.time()}))
+        for ask in (StoreLock(url, "run-A").refuse_if_live, StoreLock(url, "run-A").acquire):
+            with pytest.raises(StoreLockedError, match=f"pid {live.pid} on this host, still running"):
+                ask()
+        with pytest.raises(StoreLockedError, match="locked by run 'run-A'"):
+            StoreLock(url, "run-B").acquire()
+    finally:
+        live.kill()
+        live.wait()
+    StoreLock(url, "run-A").refuse_if_live()
+    taken = StoreLock(url, "run-A").acquire()
+    assert taken.held and json.loads(lock_path.read_text())["pid"] == os.getpid()
 
 
 def test_s3_store_roundtrip_and_lock(s3_bucket):
@@ -189,9 +219,9 @@ def test_s3_store_roundtrip_and_lock(s3_bucket):
     url = f"{bucket}/maps/out.zarr"
     _make(url, storage_options=so)
     a = _chunk_data(5)
-    with S.StoreLock(url, "s3-run", storage_options=so):
+    with StoreLock(url, "s3-run", storage_options=so):
         with pytest.raises(StoreLockedError, match="s3-run"):
-            S.StoreLock(url, "other", storage_options=so).acquire()
+            StoreLock(url, "other", storage_options=so).acquire()
         S.write_chunk(url, a, row_off=CHUNK, col_off=CHUNK, time_index=1, storage_options=so)
         S.finalize_store(url, attrs={"chips_ok": 1}, storage_options=so)
     ds = S.open_store(url, storage_options=so)
@@ -216,7 +246,7 @@ def _race(url, storage_options=None, n=6):
 
     def attempt(i):
         try:
-            S.StoreLock(url, f"run-{i}", storage_options=storage_options).acquire()
+            StoreLock(url, f"run-{i}", storage_options=storage_options).acquire()
             return f"run-{i}"
         except StoreLockedError:
             return None
@@ -229,9 +259,9 @@ def test_lock_race_has_one_winner(tmp_path, s3_bucket):
     url = str(tmp_path / "out.zarr")
     _make(url)
     winners = _race(url)
-    assert len(winners) == 1 and S.StoreLock(url).read()["run_id"] == winners[0]
+    assert len(winners) == 1 and StoreLock(url).read()["run_id"] == winners[0]
     bucket, so, _ = s3_bucket
     s3_url = f"{bucket}/race/out.zarr"
     winners = _race(s3_url, so)
     assert len(winners) == 1
-    assert S.StoreLock(s3_url, storage_options=so).read()["run_id"] == winners[0]
+    assert StoreLock(s3_url, storage_options=so).read()["run_id"] == winners[0]

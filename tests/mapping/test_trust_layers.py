@@ -24,7 +24,8 @@ FLANDERS = str(REPO_ROOT / "examples" / "flanders_31UDS.geojson")
 def runs(tmp_path_factory):
     import ray
 
-    from lssr_ray.mapping.pipeline import plan_map, run_map
+    from lssr_ray.mapping.pipeline import run_map
+    from lssr_ray.mapping.plan import plan_map
 
     tmp = tmp_path_factory.mktemp("trust")
     aoi = write_box_aoi(tmp / "al4.geojson", ALABAMA_BOX)
@@ -82,9 +83,9 @@ def test_without_the_switch_there_is_no_uncertainty_and_resume_refuses_the_other
 
 def test_store_consistency_is_trust_consistency_of_each_chip_where_chips_do_not_overlap(runs):
     from lssr_ray.mapping.partials import load_partial
-    from lssr_ray.mapping.pipeline import work_items
+    from lssr_ray.mapping.plan import work_items
     from lssr_ray.mapping.store import open_store
-    from lssr_ray.mapping.udfs import ReadChips, time_partials
+    from lssr_ray.mapping.udfs import ReadChips
     from lssr_ray.model.trust import consistency
 
     for key in ("with", "without"):
@@ -96,7 +97,7 @@ def test_store_consistency_is_trust_consistency_of_each_chip_where_chips_do_not_
         store = open_store(cfg.out).consistency.isel(time=0).values
         core, halo = chips.chunk_size, cfg.overlap // 2 * chips.grid.scale
         for chip in chips.chips:
-            p = load_partial(time_partials(cfg.out, 0), chip.id)
+            p = load_partial(cfg.out, 0, chip.id)
             want = consistency(p.sr, lr[chip.id]).repeat(3, 1).repeat(3, 2)  # (6, 3h, 3w) on the chip
             np.testing.assert_allclose(p.layers["consistency"], want, atol=1e-6, equal_nan=True)
             # interior of the chip's core, [halo, core - halo) in chunk pixels: no neighbour's blend
@@ -138,7 +139,7 @@ def test_quicklook_shows_input_bicubic_lssr_and_trust_panels(runs):
 
 @pytest.fixture(scope="module")
 def flanders_chip():
-    from lssr_ray.mapping.pipeline import plan_map, work_items
+    from lssr_ray.mapping.plan import plan_map, work_items
     from lssr_ray.mapping.udfs import ReadChips
 
     cfg = MapConfig(aoi=FLANDERS, start="2018-07-01", end="2018-07-01", dates="all", batch_size=1)

@@ -8,13 +8,13 @@ import pytest
 from lssr_ray.config import REPO_ROOT, MapConfig
 from lssr_ray.mapping.blend import blend_chunk
 from lssr_ray.mapping.partials import load_neighbourhood, load_partial
-from lssr_ray.mapping.pipeline import plan_map, predictor_kwargs, work_items
+from lssr_ray.mapping.plan import plan_map, work_items
+from lssr_ray.mapping.stage_infer import predictor_kwargs
 from lssr_ray.mapping.udfs import (
     BlendAndWrite,
     CommitPartials,
     LSSRPredictor,
     ReadChips,
-    time_partials,
 )
 
 FLANDERS = str(REPO_ROOT / "examples" / "flanders_31UDS.geojson")
@@ -103,16 +103,16 @@ def test_commit_then_blend_and_write(tmp_path, flanders, predictors):
     pred["reason"] = np.asarray(["", "", "all_cloud", ""])
     out = CommitPartials(store)(pred)
     assert list(out["status"]) == ["ok", "ok", "skipped", "ok"] and "sr" not in out
-    p0 = load_partial(time_partials(store, 0), "r0000c0000")
+    p0 = load_partial(store, 0, "r0000c0000")
     np.testing.assert_array_equal(p0.sr, pred["sr"][0])
     assert p0.record["granules"] == [rows["granules"][0]] and p0.record["window"] == list(rows["window"][0])
-    assert load_partial(time_partials(store, 2), "r0000c0000").record["reason"] == "all_cloud"
+    assert load_partial(store, 2, "r0000c0000").record["reason"] == "all_cloud"
 
     bw = BlendAndWrite(store, core=168, halo=12)
     res = bw({"row": np.array([0, 0]), "col": np.array([0, 0]), "ti": np.array([0, 2])})
     assert list(res["written"]) == [True, False]  # nothing to blend for the skipped date
     ds = open_store(store)
-    want = blend_chunk(load_neighbourhood(time_partials(store, 0), 0, 0), core=168, halo=12)
+    want = blend_chunk(load_neighbourhood(store, 0, 0, 0), core=168, halo=12)
     got = ds.reflectance.isel(time=0).values
     fin = np.isfinite(want)
     assert np.array_equal(np.isfinite(got), fin)

@@ -1,0 +1,68 @@
+"""The last step of a mapping run, **finalize**: the store's books and completion mark, the
+quicklooks, and the crop_type stage (:mod:`lssr_ray.mapping.classify_stage`)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lssr_ray.mapping.classify_stage import ClassifyResult
+from lssr_ray.mapping.plan import MapPlan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    """What the finalize step wrote besides the store's attributes."""
+
+    quicklooks: list[str] = field(default_factory=list)
+    """Quicklook PNGs written."""
+    crop_type: ClassifyResult | None = None
+    """The crop_type stage's result, or None when it was skipped (the reason is noted in the
+    store's ``crop_type_note`` attribute)."""
+
+
+def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: tuple[str | None, str | None],
+                 storage_options: dict[str, Any]) -> FinalizeResult:
+    """Mark the store completed with its chip-date counts (read from the partials), write the
+    quicklooks (``cfg.quicklook``) and classify the store into ``crop_type``.
+
+    Args:
+        granule_use: chip-dates predicted from each granule id (stage 1); with ``--dates
+            clearest`` the quicklook shows the most-used granules first.
+        classifier: :func:`~lssr_ray.mapping.classify_stage.resolve_classifier`'s (folder or
+            None, note or None).
+    """
+    from lssr_ray.mapping.classify_stage import classify_store
+    from lssr_ray.mapping.partials import summarize
+    from lssr_ray.mapping.store import finalize_store
+
+    cfg, chips = plan.cfg, plan.stage.plan
+    counts = summarize(plan.store, len(plan.times), storage_options=storage_options)
+    finalize_store(plan.store, attrs={**counts, "chips": len(chips), "completed": True,
+                                      "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
+                   storage_options=storage_options)
+    quicklooks: list[str] = []
+    if cfg.quicklook:
+        from lssr_ray.mapping.quicklook import write_quicklooks
+
+        by_time = dict(plan.granules_by_time)
+        if cfg.dates == "clearest":  # quicklook input: most-used granules first
+            by_time[0] = sorted(by_time[0], key=lambda g: -granule_use.get(str(g.id), 0))
+        quicklooks = write_quicklooks(plan.store, chips.grid, by_time, labels=plan.labels,
+                                      storage_options=storage_options)
+    clf_dir, clf_note = classifier
+    if clf_dir is None:
+        log.info("NOTE: %s", clf_note)
+        finalize_store(plan.store, attrs={"crop_type_note": clf_note}, storage_options=storage_options)
+        return FinalizeResult(quicklooks=quicklooks)
+    # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
+    return FinalizeResult(quicklooks=quicklooks,
+                          crop_type=classify_store(plan.store, clf_dir, storage_options=storage_options))
+
+
+__all__ = ["FinalizeResult", "finalize_run"]

@@ -1,0 +1,198 @@
+"""Stage 1 of a mapping run, **infer and commit**: per (chip, date), streamed through Ray Data::
+
+    from_items(block items) -> map_batches(ReadChips, actors, read_cpus)      # one read per block
+                            -> map_batches(LSSRPredictor, actors, actor_cpus[, 1 GPU each])
+                            -> map_batches(CommitPartials, 1 actor)           # atomic partials
+                            -> driver iter_batches (ids, status and timings only: no pixels)
+
+Bounded memory: the driver holds work-item ids and per-item records (a few hundred bytes each),
+never pixels; Ray Data's streaming executor keeps a bounded number of blocks in flight, so a
+larger region means more items, not more memory in flight.
+
+Every chip-date is committed atomically as a partial (:mod:`lssr_ray.mapping.partials`); a rerun
+leaves out the committed ones (:func:`~lssr_ray.mapping.plan.work_items`). Completion is what
+the partials say, checked against the plan at the end (not the executor's word).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lssr_ray.config import MapConfig
+from lssr_ray.errors import ConfigError
+from lssr_ray.mapping.lock import StoreLock
+from lssr_ray.mapping.plan import MapPlan, committed, plan_map, work_items
+from lssr_ray.mapping.udfs import CommitPartials, LSSRPredictor, ReadChips
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """What stage 1 did in this run."""
+
+    resumed: int
+    """Chip-dates already committed before this run's stage 1 (not recomputed)."""
+    computed: int = 0
+    """Chip-dates predicted (or skipped with a reason) and committed by this run."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Skipped chip-dates of this run by reason."""
+    skip_examples: list[str] = field(default_factory=list)
+    """Up to 20 skip lines ``chip date reason: detail``."""
+    granule_use: dict[str, int] = field(default_factory=dict)
+    """Chip-dates predicted from each granule id (this run)."""
+    seconds: float = 0.0
+    """Wall time of stage 1 (after the ONNX export, which is cached)."""
+
+
+def onnx_graph(plan: MapPlan) -> bytes:
+    """The exported ONNX graph of the run's model (fixed batch and chip size), cached on disk
+    under ``$LSSR_CACHE/onnx/<hash>.onnx`` keyed by base, adapters, seed and shapes."""
+    from lssr_ray.infer.export import export_onnx
+    from lssr_ray.model.base import default_cache_dir
+    from lssr_ray.model.checkpoint import CheckpointRef
+    from lssr_ray.model.lssr import GRAPH_REVISION, LSSRModel
+
+    cfg = plan.cfg
+    key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
+                                     cfg.seed, cfg.batch_size, cfg.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
+    path = default_cache_dir() / "onnx" / f"{key}.onnx"
+    if not path.is_file():
+        log.info("exporting the ONNX graph to %s", path)
+        model = LSSRModel.from_ref(CheckpointRef(plan.checkpoint, cfg.base, cfg.seed)).merge_for_inference()
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.chip_size)
+        os.replace(tmp, path)
+        tmp.with_suffix(".json").unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
+    """Constructor arguments of :class:`LSSRPredictor` for this run."""
+    cfg = plan.cfg
+    kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
+                          "batch_size": cfg.batch_size, "chip_size": cfg.chip_size,
+                          "uncertainty": cfg.uncertainty}
+    if plan.engine not in ("torch", "bicubic"):
+        kw["onnx"] = onnx_graph(plan)
+    return kw
+
+
+def _stage1_dataset(plan: MapPlan, items: list[dict[str, Any]], pkw: dict[str, Any],
+                    storage_options: dict[str, Any]) -> Any:
+    import ray
+
+    from lssr_ray.mapping.ray_env import runtime_env
+
+    cfg, env = plan.cfg, runtime_env()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    # about one item per block keeps results streaming out per read block; capped for huge regions
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4096))
+    ds = ds.map_batches(ReadChips, fn_constructor_kwargs={"plan": plan.stage.plan, "granules": plan.stage.granules,
+                                                          "aux": plan.stage.aux},
+                        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.read_actors),
+                        num_cpus=cfg.read_cpus, runtime_env=env)
+    ds = ds.map_batches(LSSRPredictor, fn_constructor_kwargs=pkw, batch_size=cfg.batch_size,
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.num_actors or max(1, gpus)),
+                        num_cpus=cfg.actor_cpus, num_gpus=1 if gpus else 0, runtime_env=env)
+    return ds.map_batches(CommitPartials, fn_constructor_args=(plan.store,),
+                          fn_constructor_kwargs={"storage_options": storage_options}, batch_size=cfg.batch_size,
+                          batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
+                          num_cpus=min(0.25, cfg.read_cpus), runtime_env=env)
+
+
+def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]], *, lock: StoreLock,
+                     storage_options: dict[str, Any], progress: bool = True,
+                     on_commit: Callable[[dict[str, Any]], None] | None = None) -> InferResult:
+    """Run stage 1 over the chip-dates not in ``done`` (``{ti: committed chip ids}``) on the
+    running Ray, keeping ``lock`` alive; ``on_commit`` gets each committed record (tests,
+    monitors). Raises :class:`~lssr_ray.errors.IncompleteRunError` if a planned chip-date ends
+    without a committed partial, or when nothing is committed for ``stall_timeout_s``."""
+    from lssr_ray.mapping.accounting import check_accounted, progress_bar, stream_with_watchdog
+
+    ids = plan.chip_ids
+    resumed = sum(len(v & set(ids)) for v in done.values())
+    items = work_items(plan, done)
+    pkw = predictor_kwargs(plan) if items else {}  # ONNX export (cached) before the clock starts
+    t1 = time.perf_counter()
+    computed, skipped, examples, used = 0, {}, [], {}
+    if items:
+        ds = _stage1_dataset(plan, items, pkw, storage_options)
+        remaining = len(ids) * len(plan.times) - resumed
+
+        def so_far() -> str:
+            return f" ({computed} of {remaining} chip-dates of this run committed)"
+
+        with progress_bar(remaining, "stage 1 chips", progress) as bar:
+            for batch in stream_with_watchdog(lambda: ds.iter_batches(batch_size=None, batch_format="numpy"),
+                                              stall_s=plan.cfg.stall_timeout_s, idle=lock.heartbeat_if_due,
+                                              describe=so_far):
+                for i in range(len(batch["chip_id"])):
+                    rec = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i] for k in batch}
+                    computed += 1
+                    if rec["status"] != "ok":
+                        skipped[rec["reason"]] = skipped.get(rec["reason"], 0) + 1
+                        if len(examples) < 20:
+                            examples.append(
+                                f"{rec['chip_id']} {plan.labels[int(rec['ti'])]} {rec['reason']}: {rec['detail'][:160]}")
+                    else:
+                        for g in str(rec["granules"]).split(","):
+                            used[g] = used.get(g, 0) + 1
+                    if on_commit is not None:
+                        on_commit(rec)
+                    bar.update(1)
+                lock.heartbeat_if_due()
+    seconds = time.perf_counter() - t1
+    check_accounted(ids, committed(plan, storage_options), len(plan.times), plan.labels)
+    log.info("stage 1: %d chip-date(s) committed in %.1f s (%d already done)", computed, seconds, resumed)
+    return InferResult(resumed=resumed, computed=computed, skipped=skipped, skip_examples=examples,
+                       granule_use=used, seconds=seconds)
+
+
+def engine_throughput(cfg: MapConfig, *, n_chips: int = 8, repeats: int = 2) -> dict[str, Any]:
+    """Engine-only throughput on the run's own chips, no Ray: chips/s of
+    ``LSSRPredictor.predict`` (preprocess + engine + postprocess) after one warm-up call.
+
+    Reads up to ``n_chips`` clear chip-dates of ``cfg`` in-process, then times ``repeats``
+    passes over them in batches of ``cfg.batch_size``. Compare with
+    :attr:`MapSummary.stage1_chips_per_s` for the pipeline / engine ratio.
+    """
+    plan = plan_map(cfg)
+    reader = ReadChips(plan.stage.plan, plan.stage.granules, aux=plan.stage.aux)
+    rows: dict[str, list[np.ndarray]] = {}
+    for item in work_items(plan, {}):
+        out = reader({k: np.asarray([v]) for k, v in item.items()})
+        for i in np.flatnonzero(np.asarray(out["status"]) == "ok"):
+            for k in ("lr", "dem", "landcover", "sar", "month", "present"):
+                rows.setdefault(k, []).append(out[k][i])
+        if len(rows.get("lr", [])) >= n_chips:
+            break
+    if not rows:
+        raise ConfigError(f"engine_throughput: no clear chip in {cfg.aoi} to time")
+    batch = {k: np.stack(v[:n_chips]) for k, v in rows.items()}
+    n = batch["lr"].shape[0]
+    pred = LSSRPredictor(**predictor_kwargs(plan))
+    bs = cfg.batch_size
+    pred.predict({k: v[:bs] for k, v in batch.items()})  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for s in range(0, n, bs):
+            pred.predict({k: v[s : s + bs] for k, v in batch.items()})
+    dt = time.perf_counter() - t0
+    return {"engine": pred.kind, "chips": n * repeats, "seconds": dt, "chips_per_s": n * repeats / dt,
+            "batch_size": bs}
+
+
+__all__ = ["InferResult", "engine_throughput", "infer_and_commit", "onnx_graph", "predictor_kwargs"]
