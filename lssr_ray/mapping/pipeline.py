@@ -128,8 +128,8 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
         "start": cfg.start,
         "end": cfg.end,
         "dates": cfg.dates,
-        "chip_size": cfg.chip_size,
-        "overlap": cfg.overlap,
+        "chip_size": cfg.grid.chip_size,
+        "overlap": cfg.grid.overlap,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "base_sha256": base_sha256,
@@ -185,14 +185,14 @@ def onnx_graph(plan: MapPlan) -> bytes:
 
     cfg = plan.cfg
     key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
-                                     cfg.seed, cfg.batch_size, cfg.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
+                                     cfg.seed, cfg.batch_size, cfg.grid.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
     path = default_cache_dir() / "onnx" / f"{key}.onnx"
     if not path.is_file():
         model = load_lssr_model(plan.checkpoint, base=cfg.base, seed=cfg.seed)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.chip_size)
+            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.grid.chip_size)
         os.replace(tmp, path)
         tmp.with_suffix(".json").unlink(missing_ok=True)
     return path.read_bytes()
@@ -202,7 +202,7 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     """Constructor arguments of :class:`LSSRPredictor` for this run."""
     cfg = plan.cfg
     kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
-                          "batch_size": cfg.batch_size, "chip_size": cfg.chip_size,
+                          "batch_size": cfg.batch_size, "chip_size": cfg.grid.chip_size,
                           "uncertainty": cfg.uncertainty}
     if plan.engine not in ("torch", "bicubic"):
         kw["onnx"] = onnx_graph(plan)
@@ -287,7 +287,7 @@ def _open_or_create(plan: MapPlan, storage_options: Mapping[str, Any] | None) ->
         [str(x.id) for x in plan.stage.granules], plan.identity["base_sha256"],
         adapter_hash=plan.identity["adapter_sha256"], engine=plan.engine,
         extra={"run_config": json.dumps(plan.identity, sort_keys=True), "run_id": plan.run_id,
-               "time_mode": plan.cfg.dates, "chip_size": plan.cfg.chip_size, "overlap": plan.cfg.overlap,
+               "time_mode": plan.cfg.dates, "chip_size": plan.cfg.grid.chip_size, "overlap": plan.cfg.grid.overlap,
                "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings), "aoi_notes": list(plan.notes),
                "outside_coverage_km2": round(plan.stage.outside_km2, 4)},
     )
@@ -508,7 +508,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
         n_blend = max(1, min(8, int(ray.cluster_resources().get("CPU", 1)), len(chunks) // 16))
         ds2 = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4 * n_blend)))
         ds2 = ds2.map_batches(BlendAndWrite, fn_constructor_args=(plan.store,),
-                              fn_constructor_kwargs={"core": core, "halo": cfg.overlap // 2 * chips.grid.scale,
+                              fn_constructor_kwargs={"core": core, "halo": cfg.grid.overlap // 2 * chips.grid.scale,
                                                      "storage_options": storage_options},
                               batch_size=8, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_blend),
                               num_cpus=cfg.read_cpus, runtime_env=env)
