@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from lssr_ray.classify.evaluate import compare_sources, format_comparison, repeat_comparison
-from lssr_ray.classify.features import SOURCES, available_sources, load_patch_series, season_features
+from lssr_ray.classify.features import (
+    SOURCES,
+    available_sources,
+    load_patch_series,
+    season_features,
+)
 from lssr_ray.classify.labels import load_croptype_table, load_labels
 from lssr_ray.classify.maps import plot_crop_map, write_area_csv
 from lssr_ray.classify.split import spatial_split

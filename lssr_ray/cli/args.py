@@ -165,4 +165,4 @@ def parse_set_items(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["add_config_args", "parse_set_items", "config_from_args", "config_values", "configure_logging"]
+__all__ = ["add_config_args", "config_from_args", "config_values", "configure_logging", "parse_set_items"]

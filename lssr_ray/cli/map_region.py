@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             rc = _data_stage(cfg)
             print(f"total wall time {time.perf_counter() - t0:.1f} s")
             return rc
-        from lssr_ray.mapping.pipeline import run_map
-
         import ray
+
+        from lssr_ray.mapping.pipeline import run_map
 
         started = not ray.is_initialized()
         summary = run_map(cfg, progress=not a.no_progress, confirm=_ask if sys.stdin.isatty() else None)

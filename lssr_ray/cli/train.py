@@ -23,7 +23,6 @@ from lssr_ray.config import TrainConfig, load_yaml
 from lssr_ray.errors import ConfigError, LssrError
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML file with TrainConfig fields (configs/train_cpu.yaml)")
