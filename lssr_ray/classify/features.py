@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.config import OUTPUT_BANDS, SCALE
 from lssr_ray.errors import ConfigError, MissingDataError
 
 __all__ = [
@@ -211,7 +211,7 @@ def _landsat_nn(patch_dir: Path) -> PatchSeries:
     return PatchSeries(refl, dates, crs, t, "nearest30")
 
 
-def _block_phase(refl: np.ndarray, axis: int, scale: int = 3) -> int:
+def _block_phase(refl: np.ndarray, axis: int, scale: int = SCALE) -> int:
     """First index of a full ``scale`` block along ``axis`` of nearest-neighbour-upsampled data."""
     a = np.moveaxis(refl, axis, -1)
     eq = a[..., 1:] == a[..., :-1]
@@ -231,7 +231,7 @@ def _block_phase(refl: np.ndarray, axis: int, scale: int = 3) -> int:
     return (brk + 1) % scale
 
 
-def lowres_cells(series: PatchSeries, *, scale: int = 3) -> tuple[np.ndarray, Any, tuple[int, int]]:
+def lowres_cells(series: PatchSeries, *, scale: int = SCALE) -> tuple[np.ndarray, Any, tuple[int, int]]:
     """Recover the 30 m cells of nearest-neighbour 10 m data.
 
     Returns ``(cells, transform30, (pad_rows, pad_cols))``: cells (T, 6, h, w) float32 (median of

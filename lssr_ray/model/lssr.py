@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.config import OUTPUT_BANDS, SCALE
 from lssr_ray.errors import BatchError, ConfigError, MissingDataError
 from lssr_ray.model.adapters import AdapterConfig
 from lssr_ray.model.normalize import (
@@ -99,7 +99,7 @@ class LSSRConfig:
 
     timestep: int = 1
     """UNet timestep of the single step, the same in training and inference (reference: 1)."""
-    scale: int = 3
+    scale: int = SCALE
     """Output / input pixel ratio (30 m -> 10 m)."""
     modality_dropout: float = 0.2
     """Training only: probability of dropping each aux modality (present -> 0) per chip."""
@@ -148,7 +148,7 @@ def _check(batch: dict, key: str, ndim: int, b: int | None = None) -> np.ndarray
     return a
 
 
-def preprocess(batch: dict[str, Any], *, scale: int = 3) -> dict[str, np.ndarray]:
+def preprocess(batch: dict[str, Any], *, scale: int = SCALE) -> dict[str, np.ndarray]:
     """Batch dict (docs/ARCHITECTURE.md) -> network inputs (numpy) + the 30 m validity mask.
 
     Returns ``lr`` (B, 6, h, w) float32 in [-1, 1], ``dem`` (B, 2, H, W) float32, ``landcover``
@@ -221,7 +221,7 @@ def preprocess(batch: dict[str, Any], *, scale: int = 3) -> dict[str, np.ndarray
     }
 
 
-def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = 3) -> np.ndarray:
+def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = SCALE) -> np.ndarray:
     """Network output (B, 6, H, W) (within :func:`valid_image_range`) -> reflectance float32,
     NaN on the scale x scale children of invalid 30 m pixels (``valid`` (B, h, w) from
     :func:`preprocess`)."""
