@@ -6,9 +6,17 @@ Jobs parse arguments into one of these and pass it down; across Ray, send
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
+import textwrap
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import UnionType
 from typing import Any, TypeVar
 
 from lssr_ray.errors import ConfigError
@@ -16,6 +24,7 @@ from lssr_ray.errors import ConfigError
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+"""Repository root (where ``data/``, ``configs/`` and ``examples/`` live in a source checkout)."""
 #: The shipped default LSSR: adapters (jobs/train.py --config configs/train_cpu_v3.yaml) and the
 #: stand-in base they were trained on (scripts/make_small_base.py --preset v3). Mapping, the
 #: crop-type ``lssr`` source and the demo use these unless told otherwise.
@@ -28,7 +37,14 @@ SMALL_BASE_DIR = REPO_ROOT / "models" / "small-sd-base"
 BASELINE_CNN_DIR = REPO_ROOT / "models" / "baseline-cnn"
 #: The bundled crop-type classifier of the mapping job's classify stage (jobs/train_classifier.py).
 CROP_CLASSIFIER_DIR = REPO_ROOT / "models" / "croptype-lgbm"
-"""Repository root (where ``data/``, ``configs/`` and ``examples/`` live in a source checkout)."""
+
+SCALE = 3
+"""The super-resolution factor: one 30 m input pixel is exactly SCALE x SCALE 10 m output pixels.
+(Not :data:`lssr_ray.data.hls.SCALE`, the reflectance scale of HLS digital numbers.)"""
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt", "bicubic")
+"""Inference engines a mapping run can ask for (``auto`` picks the best installed)."""
+DATE_MODES: tuple[str, ...] = ("all", "clearest")
+"""How a mapping run turns acquisitions into time steps."""
 
 
 def portable_ref(ref: Any, *, root: Path | None = None) -> str:
@@ -63,19 +79,67 @@ BAND_GROUPS: dict[str, tuple[str, str, str]] = {
 OUTPUT_BANDS: tuple[str, ...] = BAND_GROUPS["rgb"] + BAND_GROUPS["ir"]
 
 
-def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{cls.__name__}: expected a mapping of fields, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown keys {unknown}; valid keys: {sorted(names)}")
+    types = field_types(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            value = data[f.name]
-            if isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
+    for name, value in data.items():
+        kind = types[name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            value = _from_dict(kind, value)  # a nested section (MapConfig.grid)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
     return cls(**kwargs)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Each field's type with ``X | None`` reduced to ``X`` (annotations are strings here)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = args[0] if typing.get_origin(hint) in (typing.Union, UnionType) and len(args) == 1 else hint
+    return out
+
+
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass, one line (read once from the source).
+
+    The docstrings are the one place a field is explained: the generated command lines
+    (:mod:`lssr_ray.cli.args`) show them as ``--help``.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # no source (a frozen binary): no help rather than no CLI
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for stmt, nxt in itertools.pairwise(body):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            out[stmt.target.id] = " ".join(nxt.value.value.split())
+    return out
+
+
+def choice_field(default: str, choices: tuple[str, ...]) -> Any:
+    """A string field limited to ``choices`` (checked by :func:`check_choices`, offered by the CLI)."""
+    return field(default=default, metadata={"choices": choices})
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise :class:`ConfigError` for a choice field (:func:`choice_field`) set outside its choices."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +148,7 @@ class GridConfig:
 
     output_resolution: float = 10.0
     """Output pixel size in metres (the Sentinel-2 10 m grid)."""
-    scale: int = 3
+    scale: int = SCALE
     """Input pixel / output pixel ratio: each 30 m input pixel maps to exactly scale×scale outputs."""
     chip_size: int = 64
     """Chip edge in *input* (30 m) pixels; the model sees chip_size×scale output pixels (192)."""
@@ -110,11 +174,11 @@ class GridConfig:
         return self.chip_size - self.overlap
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GridConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> GridConfig:
         return _from_dict(cls, data)
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """Rebuild any config dataclass from ``asdict`` output (unknown keys are an error)."""
     return _from_dict(cls, data)
 
@@ -164,7 +228,7 @@ class TrainConfig:
     """Random crops, flips and 90-degree rotations of training chips."""
     num_workers: int = 2
     """Ray Train workers (one per GPU on GPU clusters)."""
-    use_gpu: str = "auto"
+    use_gpu: str = choice_field("auto", ("auto", "true", "false"))
     """``auto`` (GPU if the cluster has one), ``true`` or ``false``."""
     cpus_per_worker: float = 1.0
     """CPUs reserved per worker (on 2-core hosts keep num_workers * cpus <= 2)."""
@@ -182,7 +246,7 @@ class TrainConfig:
     """Optimizer steps between adapter checkpoints."""
     val_every: int = 20
     """Optimizer steps between validations."""
-    precision: str = "auto"
+    precision: str = choice_field("auto", ("auto", "fp32", "bf16", "fp16"))
     """``auto`` (bf16 autocast on GPUs that support it, else fp16 on GPU, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``."""
     max_failures: int = 3
     """Worker failures Ray Train recovers from (restarting from the last checkpoint)."""
@@ -196,22 +260,23 @@ class TrainConfig:
     holdout_locations: tuple[str, ...] = ("hesbaye_2021",)
     """Locations (pairs-store ``location``, docs/TRAINING.md "Protocol") never trained or validated
     on: the evaluation ground. ``jobs/evaluate.py`` refuses to score a location a checkpoint saw."""
-    model: dict = field(default_factory=dict)
-    """Overrides of :class:`lssr_ray.model.lssr.LSSRConfig` (timestep, modality_dropout, adapters...)."""
-    loss: dict = field(default_factory=dict)
+    model: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of :class:`lssr_ray.model.lssr.LSSRConfig` fields (timestep, modality_dropout,
+    adapters...), checked by ``LSSRConfig.from_dict`` (the model owns its settings)."""
+    loss: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments of :class:`lssr_ray.model.losses.LSSRLoss` (weights, perceptual_model)."""
 
     def __post_init__(self) -> None:
-        if self.use_gpu not in ("auto", "true", "false"):
-            raise ConfigError(f"use_gpu must be one of auto, true, false; got {self.use_gpu!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
+        check_choices(self)
+        for name in ("model", "loss"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"{name} must be a mapping of settings, got {getattr(self, name)!r}")
         for name in ("num_workers", "batch_size", "grad_accum", "max_steps", "checkpoint_every", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         return _from_dict(cls, data)
 
 
@@ -238,16 +303,14 @@ class MapConfig:
     warning when it does not exist). *Run identity* (its files are hashed)."""
     base: str = str(DEFAULT_BASE_DIR)
     """Frozen SD base folder or ``s3://`` URI. *Run identity* (fingerprint)."""
-    engine: str = "auto"
+    engine: str = choice_field("auto", ENGINES)
     """``auto`` | ``torch`` | ``onnxruntime`` | ``tensorrt`` | ``bicubic`` (no model: x3 bicubic, for
     dry runs). *Run identity* (resolved kind)."""
-    dates: str = "all"
+    dates: str = choice_field("all", DATE_MODES)
     """``all`` (one time step per distinct acquisition date) or ``clearest`` (one step: the
     clearest date per chip). *Run identity*."""
-    chip_size: int = 64
-    """Chip edge in 30 m input pixels. *Run identity*."""
-    overlap: int = 8
-    """Chip overlap in 30 m input pixels (even). *Run identity*."""
+    grid: GridConfig = field(default_factory=GridConfig)
+    """The output grid and chips (chip_size and overlap are *run identity*)."""
     batch_size: int = 4
     """Chips per model call (the ONNX graph is exported with this fixed batch). *Run identity*."""
     seed: int = 0
@@ -289,12 +352,9 @@ class MapConfig:
     """Stage 1 stops with an error (committed chips kept) when no chip is committed for this long."""
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", "torch", "onnxruntime", "tensorrt", "bicubic"):
-            raise ConfigError(
-                f"engine must be one of auto, torch, onnxruntime, tensorrt, bicubic; got {self.engine!r}"
-            )
-        if self.dates not in ("all", "clearest"):
-            raise ConfigError(f"dates must be one of all, clearest; got {self.dates!r}")
+        check_choices(self)
+        if not isinstance(self.grid, GridConfig):
+            raise ConfigError(f"grid must be a GridConfig, got {type(self.grid).__name__}")
         for name in ("batch_size", "block", "read_actors"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -308,15 +368,9 @@ class MapConfig:
                 f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "
                 f"{self.num_actors}, {self.actor_cpus}, {self.read_cpus}"
             )
-        GridConfig(chip_size=self.chip_size, overlap=self.overlap)  # validates both
-
-    @property
-    def grid(self) -> GridConfig:
-        """The chip grid settings."""
-        return GridConfig(chip_size=self.chip_size, overlap=self.overlap)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MapConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> MapConfig:
         return _from_dict(cls, data)
 
 

@@ -16,7 +16,6 @@ import csv
 import datetime as dt
 import json
 import shutil
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from lssr_ray.data import hls, masks
 from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks

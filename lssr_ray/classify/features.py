@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS
-from lssr_ray.data.blockgrid import SCALE, block_phase, coarse_grid, to_blocks
+from lssr_ray.config import OUTPUT_BANDS, SCALE
+from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks
 from lssr_ray.errors import ConfigError, MissingDataError
 
 __all__ = [

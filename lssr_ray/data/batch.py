@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.config import OUTPUT_BANDS, SCALE
 from lssr_ray.data.normalize import (
     image_to_reflectance,
     normalize_dem,
@@ -57,7 +57,7 @@ def _check(batch: Mapping[str, Any], key: str, ndim: int, b: int | None = None) 
     return a
 
 
-def preprocess(batch: Mapping[str, Any], *, scale: int = 3) -> dict[str, np.ndarray]:
+def preprocess(batch: Mapping[str, Any], *, scale: int = SCALE) -> dict[str, np.ndarray]:
     """Batch dict -> network inputs (numpy) + the 30 m validity mask.
 
     NaN-fills the 30 m reflectance (per chip and band mean), scales it to [-1, 1] per band group,
@@ -132,7 +132,7 @@ def preprocess(batch: Mapping[str, Any], *, scale: int = 3) -> dict[str, np.ndar
     }
 
 
-def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = 3) -> np.ndarray:
+def postprocess(image: np.ndarray, valid: np.ndarray, *, scale: int = SCALE) -> np.ndarray:
     """Network output (B, 6, H, W) (within :func:`~lssr_ray.data.normalize.valid_image_range`)
     -> reflectance float32, NaN on the scale x scale children of invalid 30 m pixels (``valid``
     (B, h, w) from :func:`preprocess`)."""

@@ -18,11 +18,8 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from lssr_ray.config import GridConfig
+from lssr_ray.config import SCALE
 from lssr_ray.errors import ConfigError
-
-#: 10 m pixels per 30 m cell along each axis (the grid default; one value for the whole project).
-SCALE: int = GridConfig.scale
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from odc.geo import xy_
 from odc.geo.geobox import GeoBox, GeoboxTiles
 from odc.geo.geom import Geometry
 
-from lssr_ray.config import GridConfig
+from lssr_ray.config import SCALE, GridConfig
 from lssr_ray.errors import ConfigError
 
 Window = tuple[int, int, int, int]
@@ -40,7 +40,7 @@ class OutputGrid:
     """Affine of the 30 m input grid (top-left corner origin, metres)."""
     input_shape: tuple[int, int]
     """(height, width) of the input grid in input pixels; multiples of the chip stride."""
-    scale: int = 3
+    scale: int = SCALE
     """Output pixels per input pixel along each axis."""
 
     @functools.cached_property

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from lssr_ray.config import OUTPUT_BANDS
+from lssr_ray.config import OUTPUT_BANDS, SCALE
 from lssr_ray.errors import ConfigError
 
 DEFAULT_MTF_AT_NYQUIST = 0.3
@@ -56,7 +56,7 @@ BANDPASS: dict[str, tuple[tuple[float, float], ...]] = {
 BANDPASS_CHOICES = ("none", *BANDPASS)
 
 
-def sigma_for_mtf(mtf_at_nyquist: float = DEFAULT_MTF_AT_NYQUIST, scale: int = 3) -> float:
+def sigma_for_mtf(mtf_at_nyquist: float = DEFAULT_MTF_AT_NYQUIST, scale: int = SCALE) -> float:
     """Gaussian sigma (in fine pixels) such that Gaussian x ``scale``-pixel mean has response
     ``mtf_at_nyquist`` at the coarse grid's Nyquist frequency ``1 / (2 * scale)`` cycles/pixel.
 
@@ -113,7 +113,7 @@ def blur(img: np.ndarray, sigma: float, *, truncate: float = 4.0) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def block_mean(img: np.ndarray, scale: int = 3) -> np.ndarray:
+def block_mean(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
     """Area average of ``scale`` x ``scale`` blocks over the last two axes (H, W multiples of
     ``scale``); NaN if any pixel of the block is NaN. Returns float32 (..., H/scale, W/scale)."""
     a = np.asarray(img, dtype=np.float64)
@@ -143,7 +143,7 @@ def adjust_bandpass(refl: np.ndarray, band_adjust: str = "none") -> np.ndarray:
 
 def degrade(
     hr: np.ndarray,
-    scale: int = 3,
+    scale: int = SCALE,
     *,
     sigma: float | None = None,
     mtf_at_nyquist: float = DEFAULT_MTF_AT_NYQUIST,

@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lssr_ray.config import SCALE
 from lssr_ray.data.batch import postprocess, preprocess
 from lssr_ray.errors import ConfigError
 
@@ -45,7 +46,7 @@ class Engine(Protocol):
         ...
 
 
-def super_resolve(engine: Engine, batch: Mapping[str, Any], *, scale: int = 3) -> np.ndarray:
+def super_resolve(engine: Engine, batch: Mapping[str, Any], *, scale: int = SCALE) -> np.ndarray:
     """Batch-contract reflectance -> 10 m reflectance (B, 6, scale h, scale w) float32 through
     ``engine``: :func:`~lssr_ray.data.batch.preprocess`, the network, then
     :func:`~lssr_ray.data.batch.postprocess` (NaN on the children of invalid 30 m pixels)."""

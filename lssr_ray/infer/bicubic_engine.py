@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from lssr_ray.config import SCALE
 from lssr_ray.infer.torch_engine import TorchEngine
 
 
-def bicubic_upsample(lr: Any, *_inputs: Any, scale: int = 3, **_named: Any) -> Any:
+def bicubic_upsample(lr: Any, *_inputs: Any, scale: int = SCALE, **_named: Any) -> Any:
     """(B, 6, h, w) image tensor in [-1, 1] -> (B, 6, scale*h, scale*w); other model inputs ignored."""
     import torch.nn.functional as F
 
@@ -26,7 +27,7 @@ class BicubicEngine(TorchEngine):
 
     name = "bicubic"
 
-    def __init__(self, *, batch_size: int = 8, chip_shape: tuple[int, int] = (64, 64), scale: int = 3) -> None:
+    def __init__(self, *, batch_size: int = 8, chip_shape: tuple[int, int] = (64, 64), scale: int = SCALE) -> None:
         super().__init__(functools.partial(bicubic_upsample, scale=scale), batch_size=batch_size,
                          chip_shape=chip_shape, device="cpu")
 

@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.config import SCALE
+
 INPUT_NAMES = ("lr", "dem", "landcover", "month", "present", "sar")
 OUTPUT_NAME = "image"
 OPSET = 17
 
 
-def example_inputs(*, batch_size: int = 1, chip_size: int = 64, scale: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+def example_inputs(*, batch_size: int = 1, chip_size: int = 64, scale: int = SCALE, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs of the graph's fixed shapes (for tracing and parity checks)."""
     rng = np.random.default_rng(seed)
     b, h, H = batch_size, chip_size, chip_size * scale

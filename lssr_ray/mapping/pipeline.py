@@ -165,7 +165,7 @@ def open_or_create_store(plan: MapPlan, storage_options: Mapping[str, Any] | Non
         [str(x.id) for x in plan.stage.granules], plan.identity["base_sha256"],
         adapter_hash=plan.identity["adapter_sha256"], engine=plan.engine,
         extra={"run_config": json.dumps(plan.identity, sort_keys=True), "run_id": plan.run_id,
-               "time_mode": plan.cfg.dates, "chip_size": plan.cfg.chip_size, "overlap": plan.cfg.overlap,
+               "time_mode": plan.cfg.dates, "chip_size": plan.cfg.grid.chip_size, "overlap": plan.cfg.grid.overlap,
                "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings), "aoi_notes": list(plan.notes),
                "outside_coverage_km2": round(plan.stage.outside_km2, 4)},
     )

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.config import SCALE
+
 
 def _window(grid: Any, max_px: int) -> tuple[int, int, int, int]:
     """Centred input-grid window (row, col, h, w) whose 10 m extent is at most max_px."""
@@ -58,7 +60,7 @@ def _stretch(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.where(np.isfinite(img), img, 0.5)  # nodata / cloud shown grey
 
 
-def bicubic_rgb(rgb30: np.ndarray, scale: int = 3) -> np.ndarray:
+def bicubic_rgb(rgb30: np.ndarray, scale: int = SCALE) -> np.ndarray:
     """(3, h, w) 30 m reflectance -> (3, scale*h, scale*w) by the project's bicubic
     (:func:`lssr_ray.infer.bicubic_engine.bicubic_upsample`, the floor LSSR must beat)."""
     import torch

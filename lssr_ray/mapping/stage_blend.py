@@ -49,7 +49,7 @@ def blend_and_write(plan: MapPlan, *, lock: StoreLock, storage_options: dict[str
     n_blend = max(1, min(8, int(ray.cluster_resources().get("CPU", 1)), len(chunks) // 16))
     ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4 * n_blend)))
     ds = ds.map_batches(BlendAndWrite, fn_constructor_args=(plan.store,),
-                        fn_constructor_kwargs={"core": chips.chunk_size, "halo": cfg.overlap // 2 * chips.grid.scale,
+                        fn_constructor_kwargs={"core": chips.chunk_size, "halo": cfg.grid.overlap // 2 * chips.grid.scale,
                                                "storage_options": storage_options},
                         batch_size=8, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_blend),
                         num_cpus=cfg.read_cpus, runtime_env=runtime_env())

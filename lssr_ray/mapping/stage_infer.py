@@ -65,7 +65,7 @@ def onnx_graph(plan: MapPlan) -> bytes:
 
     cfg = plan.cfg
     key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
-                                     cfg.seed, cfg.batch_size, cfg.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
+                                     cfg.seed, cfg.batch_size, cfg.grid.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
     path = default_cache_dir() / "onnx" / f"{key}.onnx"
     if not path.is_file():
         log.info("exporting the ONNX graph to %s", path)
@@ -73,7 +73,7 @@ def onnx_graph(plan: MapPlan) -> bytes:
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.chip_size)
+            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.grid.chip_size)
         os.replace(tmp, path)
         tmp.with_suffix(".json").unlink(missing_ok=True)
     return path.read_bytes()
@@ -83,7 +83,7 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     """Constructor arguments of :class:`LSSRPredictor` for this run."""
     cfg = plan.cfg
     kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
-                          "batch_size": cfg.batch_size, "chip_size": cfg.chip_size,
+                          "batch_size": cfg.batch_size, "chip_size": cfg.grid.chip_size,
                           "uncertainty": cfg.uncertainty}
     if plan.engine not in ("torch", "bicubic"):
         kw["onnx"] = onnx_graph(plan)

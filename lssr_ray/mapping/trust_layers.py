@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.config import SCALE
+
 CONSISTENCY_VAR = "consistency"
 """Store variable: PSF-degraded output minus input, per band, on the 10 m grid."""
 UNCERTAINTY_VAR = "uncertainty"
@@ -81,7 +83,7 @@ def clip_trust(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a), np.clip(a, -TRUST_LIMIT, TRUST_LIMIT), np.nan).astype(np.float32)
 
 
-def consistency_10m(sr: np.ndarray, lr: np.ndarray, *, scale: int = 3) -> np.ndarray:
+def consistency_10m(sr: np.ndarray, lr: np.ndarray, *, scale: int = SCALE) -> np.ndarray:
     """:func:`lssr_ray.model.trust.consistency` of (B, C, 3h, 3w) ``sr`` against (B, C, h, w) ``lr``,
     each 30 m cell repeated over its ``scale`` x ``scale`` children: (B, C, 3h, 3w) float32."""
     from lssr_ray.model.trust import consistency
@@ -91,7 +93,7 @@ def consistency_10m(sr: np.ndarray, lr: np.ndarray, *, scale: int = 3) -> np.nda
 
 
 def predict_with_trust(predict: Callable[[dict[str, Any]], np.ndarray], batch: Mapping[str, np.ndarray], *,
-                       scale: int = 3, uncertainty: bool = False) -> dict[str, np.ndarray]:
+                       scale: int = SCALE, uncertainty: bool = False) -> dict[str, np.ndarray]:
     """``{"sr", "consistency"[, "uncertainty"]}`` (B, C, 3h, 3w) for a batch of valid chips.
 
     ``predict`` maps the batch contract to ``sr`` (the engine behind it: torch, onnxruntime,

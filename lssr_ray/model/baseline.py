@@ -18,6 +18,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from lssr_ray.config import SCALE
 from lssr_ray.errors import ConfigError
 
 
@@ -40,7 +41,7 @@ class ResidualCNN(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, in_channels: int = 6, channels: int = 48, num_blocks: int = 6, scale: int = 3,
+    def __init__(self, in_channels: int = 6, channels: int = 48, num_blocks: int = 6, scale: int = SCALE,
                  res_scale: float = 0.1) -> None:
         super().__init__()
         for name, v in (("in_channels", in_channels), ("channels", channels), ("scale", scale)):

@@ -72,6 +72,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lssr_ray.config import SCALE
 from lssr_ray.data.normalize import valid_image_range
 from lssr_ray.errors import ConfigError, MissingDataError
 from lssr_ray.model.adapters import AdapterConfig
@@ -91,7 +92,7 @@ class LSSRConfig:
 
     timestep: int = 1
     """UNet timestep of the single step, the same in training and inference (reference: 1)."""
-    scale: int = 3
+    scale: int = SCALE
     """Output / input pixel ratio (30 m -> 10 m)."""
     modality_dropout: float = 0.2
     """Training only: probability of dropping each aux modality (present -> 0) per chip."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.config import SCALE
 from lssr_ray.errors import ConfigError
 
 #: Spatial test-time variants: name -> (forward transform, inverse) on the last two axes.
@@ -40,7 +41,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = ("identity", "flip_x", "rot90", "no_sar")
 _RASTER_KEYS = ("lr", "lr_valid", "dem", "landcover", "sar", "hr", "hr_valid")
 
 
-def consistency(sr_10m: np.ndarray, lr_30m: np.ndarray, psf: float | None = None, *, scale: int = 3) -> np.ndarray:
+def consistency(sr_10m: np.ndarray, lr_30m: np.ndarray, psf: float | None = None, *, scale: int = SCALE) -> np.ndarray:
     """``degrade(sr_10m) - lr_30m`` per band at 30 m, (B, C, h, w) (or (C, h, w) unbatched).
 
     ``psf``: Gaussian PSF sigma in 10 m pixels (None: the project default,

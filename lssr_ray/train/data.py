@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lssr_ray.config import TrainConfig
+from lssr_ray.config import SCALE, TrainConfig
 from lssr_ray.errors import ConfigError
 
 
@@ -73,7 +73,7 @@ def make_batches(
     """
     from lssr_ray.data.pair_dataset import PairDataset, collate, shard_indices
 
-    if 3 * cfg.chip_size % 8:
+    if SCALE * cfg.chip_size % 8:
         raise ConfigError(f"chip_size {cfg.chip_size}: 3*chip_size must be a multiple of 8 (try 16 or 24)")
     split = split_pairs(cfg)
     if not split["train"]:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.config import SCALE
 from lssr_ray.errors import ConfigError, MissingDataError, ProtocolError
 from lssr_ray.train.protocol import (
     ALL_METRICS,
@@ -219,7 +220,7 @@ def evaluate_pairs(
     from lssr_ray.train.eval_report import save_comparison_png
     from lssr_ray.train.loop import VAL_SEED
 
-    if chip_size < 1 or (3 * chip_size) % 24:
+    if chip_size < 1 or (SCALE * chip_size) % 24:
         raise ConfigError(f"chip_size {chip_size}: 3 x chip_size must be a multiple of 24 (use 8, 16, 24, ...)")
     if halo < 0 or chip_size - 2 * halo < 2:
         raise ConfigError(f"halo {halo}: need 0 <= halo and a core chip_size - 2 halo >= 2 cells (chip_size {chip_size})")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lssr_ray.config import TrainConfig
+from lssr_ray.config import SCALE, TrainConfig
 
 TRAIN_STATE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -96,7 +96,7 @@ def evaluate_model(model, loss_fn, batches, device) -> dict[str, float]:
     return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
 
 
-def accumulate_gradients(model, loss_fn, micro_batches, *, device, scale: int = 3, autocast=None,
+def accumulate_gradients(model, loss_fn, micro_batches, *, device, scale: int = SCALE, autocast=None,
                          scaler=None) -> tuple[dict[str, float], int]:
     """Forward/backward over ``micro_batches`` (numpy batch dicts), each loss divided by their
     number, so the summed gradients equal those of one batch holding all of them when the

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.config import SCALE
 from lssr_ray.errors import ConfigError
 
 # What the protocol scores, and which way is better.
@@ -95,7 +96,7 @@ def core(arr: np.ndarray, halo: int) -> np.ndarray:
     return arr if halo == 0 else arr[..., halo:-halo, halo:-halo]
 
 
-def truth_at_30m(hr: np.ndarray, scale: int = 3) -> np.ndarray:
+def truth_at_30m(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     """10 m truth (C, H, W) degraded to the 30 m grid by the sensor model of the synthetic pairs
     (:func:`lssr_ray.data.psf.degrade`): what a 30 m sensor would have seen of it."""
     from lssr_ray.data.psf import degrade
@@ -107,7 +108,7 @@ def _clear_pairs(lr: np.ndarray, hr30: np.ndarray) -> np.ndarray:
     return np.isfinite(lr).all(0) & np.isfinite(hr30).all(0)
 
 
-def radiometric_qa(lr: np.ndarray, hr: np.ndarray, *, scale: int = 3) -> dict[str, Any]:
+def radiometric_qa(lr: np.ndarray, hr: np.ndarray, *, scale: int = SCALE) -> dict[str, Any]:
     """QA of one pair: per-band ``gain`` (mean input / mean truth at 30 m), Pearson ``r`` and
     ``passed`` (every band within :data:`QA_GAIN` and r > :data:`QA_MIN_R`; False when fewer than
     3 clear cells). ``lr`` (C, h, w) and ``hr`` (C, 3h, 3w) reflectance, NaN = no data."""
@@ -123,7 +124,7 @@ def radiometric_qa(lr: np.ndarray, hr: np.ndarray, *, scale: int = 3) -> dict[st
     return {"gain": gain.tolist(), "r": r.tolist(), "passed": passed, "n_cells": int(ok.sum())}
 
 
-def affine_fit(lr: np.ndarray, hr: np.ndarray, *, scale: int = 3) -> np.ndarray:
+def affine_fit(lr: np.ndarray, hr: np.ndarray, *, scale: int = SCALE) -> np.ndarray:
     """Per-band least-squares fit truth_30m = a * input + b over clear 30 m cells: (C, 2) of
     (a, b); identity (1, 0) for a band with fewer than 3 cells or a constant input."""
     hr30 = truth_at_30m(hr, scale)

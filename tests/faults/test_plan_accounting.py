@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lssr_ray.config import REPO_ROOT, MapConfig
+from lssr_ray.config import REPO_ROOT, GridConfig, MapConfig
 from lssr_ray.data.aoi import write_box_aoi
 from lssr_ray.errors import ConfigError, IncompleteRunError
 
@@ -72,7 +72,7 @@ def test_declined_confirmation_starts_nothing(tmp_path):
 
     aoi = write_box_aoi(tmp_path / "alabama.geojson", ALABAMA_WIDE, "EPSG:32616")
     asked = []
-    cfg = MapConfig(aoi=aoi, out=str(tmp_path / "o.zarr"), engine="bicubic", chip_size=16, overlap=4,
+    cfg = MapConfig(aoi=aoi, out=str(tmp_path / "o.zarr"), engine="bicubic", grid=GridConfig(chip_size=16, overlap=4),
                     confirm_over_s=10, classifier="none")
     with pytest.raises(ConfigError, match="run not started"):
         run_map(cfg, progress=False, confirm=lambda q: asked.append(q) or False)
@@ -92,7 +92,7 @@ def test_many_chip_plan_every_chip_committed_or_skipped_with_reason(tmp_path, ca
 
     aoi = write_box_aoi(tmp_path / "alabama.geojson", ALABAMA_WIDE, "EPSG:32616")
     out = str(tmp_path / "many.zarr")
-    cfg = MapConfig(aoi=aoi, out=out, engine="bicubic", chip_size=16, overlap=4, block=6, batch_size=16,
+    cfg = MapConfig(aoi=aoi, out=out, engine="bicubic", grid=GridConfig(chip_size=16, overlap=4), block=6, batch_size=16,
                     confirm_over_s=10, yes=True, quicklook=False, classifier="none", read_actors=1)
     plan = plan_map(cfg)
     ids = [c.id for c in plan.stage.plan.chips]

@@ -95,7 +95,7 @@ def test_store_consistency_is_trust_consistency_of_each_chip_where_chips_do_not_
             {k: np.asarray([it[k] for it in work_items(plan, {})]) for k in ("chips", "ti", "granules")})
         lr = dict(zip(rows["chip_id"], rows["lr"]))
         store = open_store(cfg.out).consistency.isel(time=0).values
-        core, halo = chips.chunk_size, cfg.overlap // 2 * chips.grid.scale
+        core, halo = chips.chunk_size, cfg.grid.overlap // 2 * chips.grid.scale
         for chip in chips.chips:
             p = load_partial(cfg.out, 0, chip.id)
             want = consistency(p.sr, lr[chip.id]).repeat(3, 1).repeat(3, 2)  # (6, 3h, 3w) on the chip

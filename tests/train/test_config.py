@@ -45,11 +45,8 @@ def test_bad_values_name_the_choices(bad, needle):
 
 
 def test_jobs_train_overrides():
-    import importlib.util
+    import lssr_ray.cli.train as mod
 
-    spec = importlib.util.spec_from_file_location("train_job", REPO_ROOT / "jobs" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     yaml_file = str(REPO_ROOT / "configs" / "train_cpu.yaml")
     cfg = mod.build_config(mod.parse_args(["--config", yaml_file, "--max-steps", "7", "--set", "learning_rate=2e-3",
                                            "--set", "model={modality_dropout: 0.1}"]))
