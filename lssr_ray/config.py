@@ -212,7 +212,7 @@ class TrainConfig:
     """Run folder name under ``storage_path``; starting a job again with the same name resumes it."""
     storage_path: str = "runs"
     """Where checkpoints go: a local folder (made absolute) or ``s3://bucket/prefix``."""
-    base: str = "models/small-sd-base"
+    base: str = portable_ref(SMALL_BASE_DIR)
     """Frozen base: a diffusers SD folder (local path or ``s3://`` URI)."""
     pairs: str = "data/pairs"
     """Training pairs (docs/PAIRS.md format), local path or ``s3://``."""

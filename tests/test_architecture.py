@@ -32,16 +32,16 @@ FORBIDDEN = {
 }
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(REPO_ROOT).with_suffix("")
+def _module_name(path: Path, root: Path = REPO_ROOT) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+def _modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {_module_name(p, package.parent): p for p in sorted(package.rglob("*.py"))}
 
 
 def _imports(path: Path, name: str, known: set[str]) -> set[str]:
@@ -68,8 +68,8 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
     return found
 
 
-def _graph() -> dict[str, set[str]]:
-    mods = _modules()
+def _graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    mods = _modules(package)
     known = set(mods)
     return {name: _imports(path, name, known) for name, path in mods.items()}
 
@@ -113,6 +113,19 @@ def test_cycle_detector_finds_a_planted_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("function_level", [False, True])
+def test_cycle_finder_sees_a_planted_package_cycle(function_level, tmp_path):
+    """Two modules importing each other (also inside a function) are found in real files."""
+    pkg = tmp_path / "lssr_ray"
+    (pkg / "infer").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "infer" / "__init__.py").write_text("")
+    (pkg / "infer" / "engine.py").write_text("from lssr_ray.infer.torch_engine import TorchEngine\n")
+    back = "from lssr_ray.infer.engine import run_in_batches\n"
+    (pkg / "infer" / "torch_engine.py").write_text(f"def f():\n    {back}" if function_level else back)
+    assert _cycles(_graph(pkg)) == [["lssr_ray.infer.engine", "lssr_ray.infer.torch_engine"]]
 
 
 def test_no_module_imports_one_that_imports_it_back():

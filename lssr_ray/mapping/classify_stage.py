@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.config import REPO_ROOT, portable_ref
+from lssr_ray.config import CROP_CLASSIFIER_DIR, portable_ref
 from lssr_ray.errors import ConfigError, MissingDataError
 from lssr_ray.fileio import filesystem, settings_for, zarr_store
 
 __all__ = [
     "CROP_TYPE_VAR",
-    "DEFAULT_CLASSIFIER",
     "FEATURE_SETTINGS",
     "ClassifyResult",
     "classify_store",
@@ -49,8 +48,6 @@ __all__ = [
 
 CROP_TYPE_VAR = "crop_type"
 """Name of the uint16 crop-type layer (y, x) in the store."""
-DEFAULT_CLASSIFIER = REPO_ROOT / "models" / "croptype-lgbm"
-"""Bundled classifier folder (trained by ``jobs/train_classifier.py --store ...``)."""
 FEATURE_SETTINGS: dict[str, Any] = {"n_months": 12, "quantiles": [0.1, 0.5, 0.9]}
 """Default season-feature settings (a model's ``meta["features"]`` overrides them)."""
 
@@ -78,20 +75,20 @@ class ClassifyResult:
 def resolve_classifier(option: str | None) -> tuple[str | None, str | None]:
     """``--classifier`` value -> (folder or None, note or None).
 
-    ``None``: the bundled :data:`DEFAULT_CLASSIFIER` if present, else skip with a note;
+    ``None``: the bundled :data:`CROP_CLASSIFIER_DIR` if present, else skip with a note;
     ``"none"``: skip with a note; a folder: must hold a saved classifier (``model.txt``).
     """
     if option is not None and str(option).lower() == "none":
         return None, "crop_type stage skipped: --classifier none"
     if option is None:
-        if (DEFAULT_CLASSIFIER / "model.txt").is_file():
-            return str(DEFAULT_CLASSIFIER), None
-        return None, f"crop_type stage skipped: no bundled classifier at {portable_ref(DEFAULT_CLASSIFIER)}"
+        if (CROP_CLASSIFIER_DIR / "model.txt").is_file():
+            return str(CROP_CLASSIFIER_DIR), None
+        return None, f"crop_type stage skipped: no bundled classifier at {portable_ref(CROP_CLASSIFIER_DIR)}"
     if not (Path(option) / "model.txt").is_file():
         raise MissingDataError(
             f"classifier folder {option} not found (no model.txt); train one with "
             "`python jobs/train_classifier.py --store STORE --patch PATCH --save-model DIR`, "
-            f"use the bundled {DEFAULT_CLASSIFIER}, or pass 'none' to skip the crop_type stage"
+            f"use the bundled {CROP_CLASSIFIER_DIR}, or pass 'none' to skip the crop_type stage"
         )
     return str(option), None
 

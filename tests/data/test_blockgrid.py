@@ -3,7 +3,6 @@ in the three forms its users pass it, and on synthetic shifts."""
 
 from __future__ import annotations
 
-import netCDF4
 import numpy as np
 import pytest
 from affine import Affine
@@ -25,21 +24,14 @@ from lssr_ray.errors import ConfigError
 FLANDERS = sample_dir("worldcereal_flanders_31UDS_2018")
 
 
-def _raw(path, var):
-    with netCDF4.Dataset(path) as nc:
-        v = nc[var]
-        v.set_auto_maskandscale(False)
-        return np.asarray(v[:])
+@pytest.fixture(scope="module")
+def patch(flanders_patch):
+    return flanders_patch
 
 
 @pytest.fixture(scope="module")
-def patch():
-    return wc.open_patch(FLANDERS)
-
-
-@pytest.fixture(scope="module")
-def stack(patch):
-    return np.stack([_raw(patch.files["l8"], b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "pixel_qa")])
+def stack(patch, raw_nc):
+    return np.stack([raw_nc(patch.files["l8"], b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "pixel_qa")])
 
 
 def test_block_phase_of_the_landsat_layer(patch, stack):

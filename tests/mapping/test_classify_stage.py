@@ -12,9 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from lssr_ray.config import MapConfig
+from lssr_ray.config import CROP_CLASSIFIER_DIR, MapConfig
 from lssr_ray.data.aoi import write_box_aoi as write_utm_aoi
-from lssr_ray.mapping.classify_stage import DEFAULT_CLASSIFIER
 
 ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres, 2 x 2 chips (as test_pipeline)
 
@@ -29,7 +28,7 @@ def run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("ct")
     cfg = MapConfig(aoi=write_utm_aoi(tmp / "al4.geojson", ALABAMA_BOX), out=str(tmp / "al4.zarr"),
-                    dates="clearest", quicklook=False, classifier=str(DEFAULT_CLASSIFIER))
+                    dates="clearest", quicklook=False, classifier=str(CROP_CLASSIFIER_DIR))
     try:
         yield cfg, run_map(cfg, progress=False)
     finally:
@@ -47,7 +46,7 @@ def test_crop_type_layer_is_georeferenced_like_reflectance(run):
     assert ct.dims == ("y", "x") and ct.dtype == np.uint16 and ct.shape == (336, 336)
     assert ct.encoding["chunks"] == (168, 168) and ct.encoding["grid_mapping"] == "spatial_ref"
     table = json.loads(ct.attrs["class_table"])
-    assert table == json.loads((DEFAULT_CLASSIFIER / "classes.json").read_text())
+    assert table == json.loads((CROP_CLASSIFIER_DIR / "classes.json").read_text())
     with rasterio.open(gdal_path(cfg.out, "crop_type")) as src, rasterio.open(gdal_path(cfg.out)) as ref:
         assert src.crs == ref.crs and src.crs.to_epsg() == 32616
         assert tuple(src.transform)[:6] == pytest.approx(tuple(ref.transform)[:6])
@@ -88,7 +87,7 @@ def test_chunks_hold_their_own_pixels(run):
     rr, cc = rng.integers(0, 336, 400), rng.integers(0, 336, 400)
     feats, _ = season_features(refl[:, :, rr, cc][..., None], ds["time"].values,
                                season_start=summary.crop_type.season_start)
-    want = CropClassifier.load(DEFAULT_CLASSIFIER).predict(feats[:, :, 0].T)
+    want = CropClassifier.load(CROP_CLASSIFIER_DIR).predict(feats[:, :, 0].T)
     np.testing.assert_array_equal(ds["crop_type"].values[rr, cc], want)
 
 
@@ -117,6 +116,6 @@ def test_classifier_option():
     from lssr_ray.mapping.classify_stage import resolve_classifier
 
     assert resolve_classifier("none")[0] is None and "skipped" in resolve_classifier("none")[1]
-    assert resolve_classifier(None) == (str(DEFAULT_CLASSIFIER), None)
+    assert resolve_classifier(None) == (str(CROP_CLASSIFIER_DIR), None)
     with pytest.raises(MissingDataError, match="no model.txt"):
         resolve_classifier("/nonexistent/clf")
