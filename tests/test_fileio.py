@@ -67,7 +67,7 @@ def test_join_and_is_remote():
     assert fileio.is_s3("s3://b") and not fileio.is_s3("memory://b") and not fileio.is_s3(None)
 
 
-def test_endpoint_precedence_s3_variable_first_then_generic_then_explicit_options():
+def test_endpoint_precedence_call_options_then_s3_variable_then_generic():
     env = {"AWS_ENDPOINT_URL": "http://generic:1", "AWS_ENDPOINT_URL_S3": "http://s3only:2"}
     assert fileio.settings_for("s3://b/k", env=env)["endpoint_url"] == "http://s3only:2"
     assert fileio.settings_for("s3://b/k", env={"AWS_ENDPOINT_URL": "http://generic:1"})["endpoint_url"] == "http://generic:1"

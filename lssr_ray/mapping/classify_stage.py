@@ -160,7 +160,7 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
 
     from lssr_ray.classify.maps import plot_crop_map, write_area_csv
     from lssr_ray.classify.model import CropClassifier
-    from lssr_ray.mapping.store import _region_write, finalize_store, open_store, read_layout
+    from lssr_ray.mapping.store import finalize_store, open_store, read_layout, region_write
 
     clf = CropClassifier.load(classifier)
     fset = {**FEATURE_SETTINGS, **clf.meta.get("features", {})}
@@ -205,7 +205,7 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
                     )
                 ct = clf.predict_map(feats, valid=any_valid)
             full[rs, cs] = ct
-            _region_write(xr.Dataset({CROP_TYPE_VAR: (("y", "x"), ct)}), str(url),
+            region_write(xr.Dataset({CROP_TYPE_VAR: (("y", "x"), ct)}), str(url),
                           {"y": rs, "x": cs}, so)
     transform, crs = ds.rio.transform(), ds.rio.crs
     classes = {clf.table.name(int(k)): int(n) for k, n in zip(*np.unique(full, return_counts=True)) if k}

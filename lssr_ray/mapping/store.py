@@ -307,12 +307,14 @@ def write_chunk(
               "y": slice(row_off, row_off + hh), "x": slice(col_off, col_off + ww)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
-        _region_write(sub, url, region, storage_options)
+        region_write(sub, url, region, storage_options)
 
 
-def _region_write(
+def region_write(
     sub: Any, url: str, region: dict[str, slice], storage_options: Mapping[str, Any] | None
 ) -> None:
+    """Write ``sub`` into the existing store at ``region`` (index slices per dimension): the one
+    way any stage (chunk blends, the crop-type map) puts values into a created store."""
     sub.to_zarr(
         str(url),
         mode="r+",
@@ -368,5 +370,6 @@ __all__ = [
     "gdal_path",
     "open_store",
     "read_layout",
+    "region_write",
     "write_chunk",
 ]
