@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lssr_ray.errors import ConfigError, MissingDataError, StorageUnreachableError
-from lssr_ray.fileio import endpoint_for, filesystem
+from lssr_ray.fileio import atomic_put, endpoint_for, filesystem
 
 GRANULE_COLLECTIONS = ("HLSL30", "HLSS30")
 AUX_KINDS = ("dem", "landcover", "sentinel1", "croptype", "s2_reference")
@@ -68,12 +68,12 @@ class Granule:
         return {"HLSL30": "L30", "HLSS30": "S30"}.get(self.collection)
 
 
-def _stac_io():
+def stac_io():
+    """A pystac ``StacIO`` that reads and writes ``s3://`` through :mod:`lssr_ray.fileio` (endpoint
+    and credentials of the URL's prefix; writes are one atomic PUT) and everything else as usual."""
     from pystac.stac_io import DefaultStacIO
 
     class _S3StacIO(DefaultStacIO):
-        """pystac I/O that reads ``s3://`` with :func:`lssr_ray.fileio.filesystem` and everything
-        else as usual."""
 
         def read_text(self, source, *args, **kwargs) -> str:
             href = str(source)
@@ -91,6 +91,13 @@ def _stac_io():
                         f"cannot read {href} (endpoint {endpoint_for(href)}): {exc}"
                     ) from exc
             return super().read_text(source, *args, **kwargs)
+
+        def write_text(self, dest, txt: str, *args, **kwargs) -> None:
+            href = str(dest)
+            if href.startswith("s3://"):
+                atomic_put(href, txt.encode("utf-8"))
+                return
+            super().write_text(dest, txt, *args, **kwargs)
 
     return _S3StacIO()
 
@@ -251,7 +258,7 @@ def open_catalog(href: str | os.PathLike) -> Catalog:
             raise MissingDataError(f"STAC catalog not found: {p} (build it with scripts/build_archive.py)")
         h = str(p.resolve())
     try:
-        cat = pystac.Catalog.from_file(h, stac_io=_stac_io())
+        cat = pystac.Catalog.from_file(h, stac_io=stac_io())
         granules = [_granule(item) for item in cat.get_items(recursive=True)]
     except (MissingDataError, StorageUnreachableError):
         raise
@@ -260,4 +267,4 @@ def open_catalog(href: str | os.PathLike) -> Catalog:
     return Catalog(h, granules)
 
 
-__all__ = ["AUX_KINDS", "GRANULE_COLLECTIONS", "Catalog", "Granule", "open_catalog"]
+__all__ = ["AUX_KINDS", "GRANULE_COLLECTIONS", "Catalog", "Granule", "open_catalog", "stac_io"]

@@ -28,6 +28,10 @@ VALID_RANGE = (-100, 16000)
 """Valid DN range of HLS v2.0 reflectance bands (outside = not a valid measurement)."""
 VERSION = "v2.0"
 PRODUCTS = ("L30", "S30")
+STAC_COLLECTIONS: dict[str, str] = {"L30": "HLSL30_2.0", "S30": "HLSS30_2.0"}
+"""Product -> collection id in NASA's CMR-STAC (provider ``LPCLOUD``) for HLS v2.0."""
+CMR_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
+"""STAC API root of LP DAAC's cloud-hosted collections (HLS v2.0 among them)."""
 
 #: common name -> band id, per product (docs/ARCHITECTURE.md).
 BANDS: dict[str, dict[str, str]] = {
