@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 from lssr_ray.data import hls, masks
 from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks
+from lssr_ray.data.cog import write_cog
 from lssr_ray.data.landsat_l1 import open_scene
 from lssr_ray.data.samples import sample_dir
 from lssr_ray.data.worldcereal import open_nc, open_patch
@@ -388,37 +389,6 @@ def aux_products() -> list[Product]:
 
 
 # ---------------------------------------------------------------- writing
-def write_cog(path: Path, layer: Layer, epsg: int, tags: dict) -> None:
-    import rasterio
-    import rasterio.shutil
-    from affine import Affine
-    from rasterio.io import MemoryFile
-
-    arr = layer.array
-    profile = {"driver": "GTiff", "dtype": arr.dtype.name, "count": 1, "height": arr.shape[0],
-               "width": arr.shape[1], "crs": f"EPSG:{epsg}", "transform": Affine(*layer.transform),
-               "nodata": layer.nodata}
-    with MemoryFile() as mem:
-        with mem.open(**profile) as dst:
-            dst.write(arr, 1)
-            if layer.scale is not None:
-                dst.scales, dst.offsets = (layer.scale,), (0.0,)
-            dst.set_band_description(1, layer.description)
-            dst.update_tags(**{k: str(v) for k, v in tags.items()})
-            band_tags = {"long_name": layer.description}
-            if layer.scale is not None:
-                band_tags.update(scale_factor=str(layer.scale), add_offset="0.0")
-            if layer.nodata is not None:
-                band_tags["_FillValue"] = str(layer.nodata)
-            if layer.unit:
-                band_tags["units"] = layer.unit
-            dst.update_tags(1, **band_tags)
-        with mem.open() as src:
-            predictor = "3" if np.issubdtype(arr.dtype, np.floating) else "2"
-            rasterio.shutil.copy(src, str(path), driver="COG", COMPRESS="DEFLATE", LEVEL="9", PREDICTOR=predictor,
-                                 BLOCKSIZE="256", OVERVIEW_RESAMPLING="NEAREST")
-
-
 def _footprint(layer: Layer, epsg: int):
     from rasterio.warp import transform_geom
 
@@ -468,7 +438,8 @@ def make_item(p: Product, out: Path):
     for lyr in p.layers:
         fname = hls.HLSName(**{**hls.parse_name(p.id).__dict__, "band": lyr.key}).filename() \
             if p.collection.startswith("HLS") else f"{p.id}.{lyr.key}.tif"
-        write_cog(folder / fname, lyr, p.epsg, tags)
+        write_cog(folder / fname, lyr.array, crs=f"EPSG:{p.epsg}", transform=lyr.transform, nodata=lyr.nodata,
+                  scale=lyr.scale, description=lyr.description, tags=tags, unit=lyr.unit)
         asset = pystac.Asset(str(folder / fname), title=lyr.description,
                              media_type=pystac.MediaType.COG, roles=list(lyr.roles))
         item.add_asset(lyr.key, asset)
