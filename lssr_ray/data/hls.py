@@ -138,11 +138,16 @@ def band_id(product: str, common_name: str) -> str:
     return table[common_name]
 
 
-def to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """int16 DN -> float32 reflectance; NODATA (-9999) -> NaN. Shape is kept."""
+def to_reflectance(dn: np.ndarray, *, scale: float = SCALE, offset: float = 0.0,
+                   nodata: float = NODATA) -> np.ndarray:
+    """int16 DN -> float32 reflectance (DN * scale + offset); ``nodata`` -> NaN. Shape is kept.
+
+    The defaults are HLS v2.0's; readers pass the values a file's header states."""
     arr = np.asarray(dn)
-    out = arr.astype(np.float32) * np.float32(SCALE)
-    out[arr == NODATA] = np.nan
+    out = arr.astype(np.float32) * np.float32(scale)
+    if offset:
+        out += np.float32(offset)
+    out[arr == nodata] = np.nan
     return out
 
 
