@@ -172,7 +172,7 @@ def read_raster(
 
 
 def hls_band_ids(collection: str) -> dict[str, str]:
-    """OUTPUT_BANDS common name -> HLS band id for an L30/S30 collection (``"HLSL30"``, ``"L30"``...)."""
+    """OUTPUT_BANDS common name -> HLS band id for an L30/S30 collection (``"HLSL30_2.0"``, ``"HLSL30"``, ``"L30"``...)."""
     from lssr_ray.data import hls
 
     c = collection.upper()

@@ -199,3 +199,15 @@ def test_reader_takes_scale_and_nodata_from_the_file(tmp_path):
     lo = read_lowres(g, OutputGrid(f"EPSG:{epsg}", Affine(*transform), (64, 64)), window=(0, 0, 16, 16))
     assert np.allclose(lo.lr[:, 1:, :], 0.5)  # 2500 * 0.0002, not 0.25
     assert np.isnan(lo.lr[:, 0, :8]).all() and not lo.observed[0, :8].any() and lo.observed[1:].all()
+
+
+def test_header_falls_back_to_the_netcdf_style_tags(tmp_path):
+    # no GDAL nodata/scale, only the scale_factor/_FillValue/add_offset tags HLS COGs carry
+    p = tmp_path / "tags_only.tif"
+    with rasterio.open(p, "w", driver="GTiff", height=8, width=8, count=1, dtype="int16", crs="EPSG:32615",
+                       transform=Affine(30, 0, 399960, 0, -30, 4700040)) as dst:
+        dst.write(np.zeros((8, 8), np.int16), 1)
+        dst.update_tags(1, scale_factor="0.0003", add_offset="0.01", _FillValue="-5")
+    hdr = raster_header(str(p))
+    assert (hdr.scale, hdr.offset, hdr.nodata) == (pytest.approx(0.0003), pytest.approx(0.01), -5.0)
+    assert hdr.shape == (8, 8) and hdr.crs == "EPSG:32615" and hdr.dtype == "int16"
