@@ -18,6 +18,7 @@ southern tiles have negative northings; :func:`tile_grid` follows that conventio
 
 from __future__ import annotations
 
+import functools
 import re
 
 from lssr_ray.errors import ConfigError
@@ -52,6 +53,7 @@ def parse_tile(tile: str) -> tuple[int, str, str, str]:
     return zone, m["band"], col, m["row"]
 
 
+@functools.lru_cache(maxsize=1200)  # 60 zones x 20 bands; a pyproj transformer costs ~1 ms
 def _band_centre_northing(zone: int, band: str) -> float:
     """Northing (false northing 0) of the latitude band's centre on the zone's central meridian."""
     from pyproj import Transformer
