@@ -7,6 +7,7 @@ edge minus 40 m", or the 60 m rounding done in the southern false-northing frame
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lssr_ray.data import hls, mgrs
@@ -77,3 +78,19 @@ def test_mgrs_tiles_uses_the_same_corners_as_tile_grid():
     assert "34TDR" in hls.mgrs_tiles((499965, 5_050_000, 499975, 5_050_100), 32634)
     # southern EPSG input (327zz) finds the tile whose corner is recorded above
     assert "22LHH" in hls.mgrs_tiles((800_100, 8_250_000, 800_200, 8_250_100), 32722)
+
+
+def test_every_point_lies_in_the_tile_its_mgrs_reference_names():
+    # forward MGRS (zone from longitude, band from latitude, square letters from UTM) against the
+    # inverse in tile_grid: a wrong 2000 km row cycle or column set puts the tile far away
+    from pyproj import Transformer
+
+    rng = np.random.default_rng(13)
+    lats, lons = rng.uniform(-79.5, 83.5, 1000), rng.uniform(-179.9, 179.9, 1000)
+    for lat, lon in zip(lats, lons):
+        zone = int((lon + 180) // 6) + 1
+        x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{32600 + zone}", always_xy=True).transform(lon, lat)
+        band = mgrs.LATITUDE_BANDS[min(int((lat + 80) // 8), 19)]
+        name = f"{zone:02d}{band}{mgrs.square_letters(zone, x, y)}"
+        _, t, _ = hls.tile_grid(name)
+        assert t[2] <= x <= t[2] + 109_800 and t[5] - 109_800 <= y <= t[5], (lat, lon, name)
