@@ -45,6 +45,9 @@ ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt", "bicubic
 """Inference engines a mapping run can ask for (``auto`` picks the best installed)."""
 DATE_MODES: tuple[str, ...] = ("all", "clearest")
 """How a mapping run turns acquisitions into time steps."""
+ASSET_ACCESS: tuple[str, ...] = ("https", "s3")
+"""Which of a real HLS item's twin assets the readers get: ``https`` (``B04``) or ``s3``
+(``s3_B04``, direct S3, us-west-2 only; the plain asset where an item has no twin)."""
 
 
 def portable_ref(ref: Any, *, root: Path | None = None) -> str:
@@ -292,6 +295,9 @@ class MapConfig:
     """AOI GeoJSON path (lon/lat). *Run identity* (its file content is hashed)."""
     catalog: str = str(REPO_ROOT / "data" / "archive" / "catalog.json")
     """STAC catalog href, local or ``s3://``. *Run identity*."""
+    asset_access: str = choice_field("https", ASSET_ACCESS)
+    """``https`` (default) reads each item's https asset; ``s3`` reads its ``s3_`` twin (direct S3 in
+    us-west-2, LP DAAC's temporary keys) where the item has one, else the https asset."""
     start: str | None = None
     """First acquisition date, ISO (inclusive). *Run identity*."""
     end: str | None = None
@@ -374,5 +380,5 @@ class MapConfig:
         return _from_dict(cls, data)
 
 
-__all__ = ["BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig", "from_dict",
+__all__ = ["ASSET_ACCESS", "BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig", "from_dict",
            "load_yaml", "portable_ref"]

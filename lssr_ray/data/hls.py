@@ -1,6 +1,9 @@
 """HLS v2.0 conventions: granule/file naming, band tables, scaling and the Fmask bit layout.
 
-Pure Python + numpy (no I/O). References: the HLS v2.0 User Guide (LP DAAC), file names like
+Pure Python + numpy (no I/O). The tiling grid (MGRS tile id -> UTM pixel grid: :func:`tile_grid`,
+:func:`mgrs_tiles`) lives in :mod:`lssr_ray.data.mgrs` and is re-exported here.
+
+References: the HLS v2.0 User Guide (LP DAAC), file names like
 ``HLS.L30.T31UDS.2018214T103900.v2.0.B04.tif``: product, MGRS tile, acquisition date as
 year + day-of-year + ``T`` + UTC time, version, band id.
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lssr_ray.data.mgrs import mgrs_tiles, tile_grid
 from lssr_ray.errors import ConfigError
 
 SCALE = 0.0001
@@ -120,7 +124,10 @@ def parse_name(name: str) -> HLSName:
         raise ConfigError(
             f"not an HLS v2.0 name: {base!r}; expected like 'HLS.L30.T31UDS.2018214T103900.v2.0.B04.tif'"
         )
-    day = _dt.datetime.strptime(m["year"] + m["doy"] + m["hms"], "%Y%j%H%M%S")
+    try:
+        day = _dt.datetime.strptime(m["year"] + m["doy"] + m["hms"], "%Y%j%H%M%S")
+    except ValueError as exc:
+        raise ConfigError(f"not an HLS v2.0 name: {base!r} has no valid date/time ({exc})") from exc
     return HLSName(m["product"], m["tile"], day.replace(tzinfo=_dt.UTC), m["version"], m["band"])
 
 
@@ -134,11 +141,16 @@ def band_id(product: str, common_name: str) -> str:
     return table[common_name]
 
 
-def to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """int16 DN -> float32 reflectance; NODATA (-9999) -> NaN. Shape is kept."""
+def to_reflectance(dn: np.ndarray, *, scale: float = SCALE, offset: float = 0.0,
+                   nodata: float = NODATA) -> np.ndarray:
+    """int16 DN -> float32 reflectance (DN * scale + offset); ``nodata`` -> NaN. Shape is kept.
+
+    The defaults are HLS v2.0's; readers pass the values a file's header states."""
     arr = np.asarray(dn)
-    out = arr.astype(np.float32) * np.float32(SCALE)
-    out[arr == NODATA] = np.nan
+    out = arr.astype(np.float32) * np.float32(scale)
+    if offset:
+        out += np.float32(offset)
+    out[arr == nodata] = np.nan
     return out
 
 
@@ -199,48 +211,6 @@ def decode_fmask(fmask: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-_COL = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-_ROW = "ABCDEFGHJKLMNPQRSTUV"
-_BANDS_LAT = "CDEFGHJKLMNPQRSTUVWX"
-TILE_SIZE_M = 109_800.0
-"""Sentinel-2 / HLS tile edge in metres (100 km MGRS square plus 9.8 km overlap)."""
-
-
-def _square_letters(zone: int, easting: float, northing: float) -> str:
-    col = int(easting // 100_000)
-    row = int((northing % 2_000_000) // 100_000)
-    set_idx = (zone - 1) % 3
-    row_offset = 5 if zone % 2 == 0 else 0  # MGRS "AA" scheme (WGS 84)
-    return _COL[set_idx * 8 + col - 1] + _ROW[(row + row_offset) % 20]
-
-
-def mgrs_tiles(bounds: tuple[float, float, float, float], epsg: int) -> list[str]:
-    """Sentinel-2/HLS MGRS tile ids (``"31UDS"``) whose 109.8 km tile fully contains ``bounds``.
-
-    ``bounds`` are (xmin, ymin, xmax, ymax) in the UTM CRS ``epsg`` (326zz or 327zz). A tile
-    starts at its 100 km square's west edge minus 40 m and north edge, and extends 109.8 km east
-    and south, so neighbouring tiles overlap and a small area can lie in up to four tiles.
-    """
-    from pyproj import CRS, Transformer
-
-    if not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
-        raise ConfigError(f"mgrs_tiles needs a WGS 84 UTM EPSG (326zz/327zz), got {epsg}")
-    zone = epsg % 100
-    xmin, ymin, xmax, ymax = bounds
-    to_ll = Transformer.from_crs(CRS.from_epsg(epsg), "EPSG:4326", always_xy=True)
-    _, lat = to_ll.transform((xmin + xmax) / 2, (ymin + ymax) / 2)
-    band = _BANDS_LAT[min(int((lat + 80) // 8), 19)]
-    out = []
-    for c in range(int(xmin // 100_000) - 1, int(xmin // 100_000) + 1):
-        for r in range(int(ymax // 100_000), int(ymax // 100_000) + 2):
-            if not 1 <= c <= 8:
-                continue
-            tx0, ty1 = c * 100_000 - 40.0, r * 100_000.0 + 100_000.0
-            if tx0 <= xmin and xmax <= tx0 + TILE_SIZE_M and ty1 - TILE_SIZE_M <= ymin and ymax <= ty1:
-                out.append(f"{zone:02d}{band}{_square_letters(zone, c * 100_000 + 1, r * 100_000 + 1)}")
-    return sorted(out)
-
-
 __all__ = [
     "BANDS",
     "FMASK_FILL",
@@ -258,5 +228,6 @@ __all__ = [
     "from_reflectance",
     "mgrs_tiles",
     "parse_name",
+    "tile_grid",
     "to_reflectance",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,54 @@ def open_raster(href: str) -> Iterator[Any]:
             yield src
         finally:
             src.close()
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What a raster's header says about its grid and values (no pixels read)."""
+
+    crs: str
+    """``"EPSG:xxxx"`` (or WKT when the CRS has no EPSG code)."""
+    transform: tuple[float, float, float, float, float, float]
+    shape: tuple[int, int]
+    """(rows, cols)."""
+    dtype: str
+    nodata: float | None
+    """Band 1 nodata: GDAL's nodata, else a ``_FillValue`` tag, else None."""
+    scale: float | None
+    """Band 1 scale: GDAL's scale when not 1, else a ``scale_factor`` tag, else None."""
+    offset: float | None
+    """Band 1 offset: GDAL's offset when not 0, else an ``add_offset`` tag, else None."""
+
+
+def _tag_float(tags: dict, *names: str) -> float | None:
+    for name in names:
+        if name in tags:
+            try:
+                return float(tags[name])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def raster_header(href: str) -> RasterHeader:
+    """The header of ``href`` (local or ``s3://``), read once per process and href: grid, dtype,
+    nodata, scale and offset of band 1. HLS COGs carry ``scale_factor``/``_FillValue`` tags."""
+    with open_raster(href) as src:
+        if src.crs is None:
+            raise CRSMismatchError(f"{href} has no CRS; cannot place it on a grid (georeference it first)")
+        tags = src.tags(1)
+        epsg = src.crs.to_epsg()
+        scale = src.scales[0] if src.scales and src.scales[0] not in (None, 1.0) else None
+        offset = src.offsets[0] if src.offsets and src.offsets[0] not in (None, 0.0) else None
+        return RasterHeader(
+            crs=f"EPSG:{epsg}" if epsg else src.crs.to_wkt(), transform=tuple(src.transform)[:6],
+            shape=(src.height, src.width), dtype=src.dtypes[0],
+            nodata=src.nodata if src.nodata is not None else _tag_float(tags, "_FillValue"),
+            scale=scale if scale is not None else _tag_float(tags, "scale_factor"),
+            offset=offset if offset is not None else _tag_float(tags, "add_offset"),
+        )
 
 
 def _aligned(src: Any, crs: Any, transform: Affine) -> bool:
@@ -123,7 +172,7 @@ def read_raster(
 
 
 def hls_band_ids(collection: str) -> dict[str, str]:
-    """OUTPUT_BANDS common name -> HLS band id for an L30/S30 collection (``"HLSL30"``, ``"L30"``...)."""
+    """OUTPUT_BANDS common name -> HLS band id for an L30/S30 collection (``"HLSL30_2.0"``, ``"HLSL30"``, ``"L30"``...)."""
     from lssr_ray.data import hls
 
     c = collection.upper()
@@ -184,6 +233,21 @@ class LowRes:
                       self.granule_id, tuple(window))
 
 
+def _nodata(href: str) -> int:
+    from lssr_ray.data import hls
+
+    nodata = raster_header(href).nodata
+    return hls.NODATA if nodata is None or not np.isfinite(nodata) else int(nodata)
+
+
+def _scaling(href: str) -> dict[str, float]:
+    from lssr_ray.data import hls
+
+    hdr = raster_header(href)
+    return {"scale": hls.SCALE if hdr.scale is None else hdr.scale,
+            "offset": 0.0 if hdr.offset is None else hdr.offset, "nodata": _nodata(href)}
+
+
 def read_lowres(granule: Any, grid: Any, *, window: tuple[int, int, int, int], mask_band: str = "Fmask") -> LowRes:
     """Read the six bands + Fmask of an HLS granule on ``window`` of ``grid``'s 30 m input grid.
 
@@ -200,8 +264,9 @@ def read_lowres(granule: Any, grid: Any, *, window: tuple[int, int, int, int], m
     t = grid.input_transform @ Affine.translation(window[1], window[0])
     shape = (window[2], window[3])
 
-    def band(name: str, bid: str, href: str, fill: int, dtype: str) -> np.ndarray:
-        try:
+    def band(name: str, bid: str, href: str, fill: int | None, dtype: str) -> np.ndarray:
+        try:  # fill None: the file's own nodata (header, cached), so it masks like the file's
+            fill = _nodata(href) if fill is None else fill
             return read_raster(href, grid.crs, transform=t, shape=shape, fill=fill, dtype=dtype)
         except MissingDataError as exc:
             raise MissingDataError(
@@ -209,8 +274,9 @@ def read_lowres(granule: Any, grid: Any, *, window: tuple[int, int, int, int], m
                 f"bands present: {sorted(dict(granule.assets))}"
             ) from exc
 
-    raw = np.concatenate([band(b, ids[b], h, hls.NODATA, "int16") for b, h in zip(OUTPUT_BANDS, hrefs)])
-    lr = hls.to_reflectance(raw)
+    # scale and nodata from each band file's header where it has them (HLS defaults otherwise)
+    lr = np.concatenate([hls.to_reflectance(band(b, ids[b], h, None, "int16"), **_scaling(h))
+                         for b, h in zip(OUTPUT_BANDS, hrefs)])
     fm = band("mask", mask_band, mhref, hls.FMASK_FILL, "uint8")[0]
     observed = (fm != hls.FMASK_FILL) & np.isfinite(lr).all(axis=0)
     clear = masks.clear_from_fmask(fm) & observed
@@ -220,9 +286,11 @@ def read_lowres(granule: Any, grid: Any, *, window: tuple[int, int, int, int], m
 
 __all__ = [
     "LowRes",
+    "RasterHeader",
     "acquisition_month",
     "hls_band_ids",
     "open_raster",
+    "raster_header",
     "read_lowres",
     "read_raster",
 ]

@@ -113,7 +113,8 @@ def plan_map(cfg: MapConfig) -> MapPlan:
 
     check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
-    stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end)
+    stage = plan_data_stage(aoi, open_catalog(cfg.catalog, asset_access=cfg.asset_access), config=cfg.grid,
+                            start=cfg.start, end=cfg.end)
     if cfg.dates == "all":
         days = sorted({g.datetime.date() for g in stage.granules})
         by_time = {i: [g for g in stage.granules if g.datetime.date() == d] for i, d in enumerate(days)}
