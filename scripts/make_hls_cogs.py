@@ -41,8 +41,11 @@ compress like real data, and the overlap of two tiles of one zone shows the same
 10 m shift between neighbouring tiles' 30 m lattices). B01 and the thermal, cirrus and angle
 files are not made (the source has no such bands); items list only the bands made.
 
-**Items** take their shape from a real CMR-STAC item (``--item-template``, default a recorded
-real HLSL30_2.0 item in data/samples/cmr_stac/): every field is kept, the template's granule id
+**Items** take their shape from a CMR-STAC HLSL30_2.0 item (``--item-template``, default the first
+L30 item of data/samples/cmr_stac/items/, assembled there from recorded real CMR granule records
+and CMR-STAC's source, see its PROVENANCE.md: ``stac_version`` 1.1.0, properties ``datetime``,
+``eo:cloud_cover``, ``storage:schemes``; assets B01-B07, B09-B11, Fmask, SAA, SZA, VAA, VZA with
+https hrefs and ``s3_<key>`` twins carrying ``storage:refs``, ``browse``, ``metadata``): every field is kept, the template's granule id
 is replaced by the new one in the id and asset hrefs (https under
 ``data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected`` and ``s3_<key>`` twins under
 ``s3://lp-prod-protected``), ``datetime``/``start_datetime``/``end_datetime`` are set to the
@@ -84,7 +87,7 @@ COLLECTION_FOLDER = "HLSL30.020"
 LONG_NAMES = {"B01": "Coastal_Aerosol", "B02": "Blue", "B03": "Green", "B04": "Red", "B05": "NIR",
               "B06": "SWIR1", "B07": "SWIR2", "Fmask": "Fmask"}
 """HDF ``long_name`` of each L30 band (HLS v2.0 User Guide band table)."""
-TEMPLATE_DIR = REPO_ROOT / "data" / "samples" / "cmr_stac"
+TEMPLATE_DIR = REPO_ROOT / "data" / "samples" / "cmr_stac" / "items"
 
 
 def mirror_index(start: int, n: int, period: int) -> np.ndarray:
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles", nargs="+", default=list(DEFAULT_TILES), help="MGRS tile ids (default 15TVG 15TWG)")
     ap.add_argument("--time", default=DEFAULT_TIME, help="sensing time, ISO 8601 UTC")
     ap.add_argument("--item-template", type=Path, help="a real CMR-STAC HLSL30_2.0 item (JSON item, "
-                    "ItemCollection or /search page); default: the first under data/samples/cmr_stac/")
+                    "ItemCollection or /search page); default: the first L30 item under data/samples/cmr_stac/items/")
     ap.add_argument("--s3-endpoint", help="upload OUT/lp-prod-protected to this S3 endpoint's bucket lp-prod-protected")
     a = ap.parse_args(argv)
     try:
