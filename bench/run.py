@@ -7,6 +7,8 @@ Sections (``--sections``, comma-separated; default all):
             peak RSS of the driver and each actor on two region sizes (bench/pipeline.py)
   training  Ray Train samples/s with 1 and 2 workers (bench/training.py)
   planner   wall time and device-hours for a region from the numbers above (bench/planner.py)
+  hls_reads bytes fetched per output km2 and requests per chip reading a full-size HLS COG
+            granule from loopback S3, block reads vs per-chip reads (bench/hls_reads.py)
 
 Results of sections not run are kept from an existing ``--out`` file. ``--quick`` (seconds to
 about a minute) runs reduced engines and pipeline sections and skips training.
@@ -32,7 +34,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SECTIONS = ("engines", "pipeline", "training", "planner")
+SECTIONS = ("engines", "pipeline", "training", "planner", "hls_reads")
 
 
 def machine_facts() -> dict[str, Any]:
@@ -174,6 +176,10 @@ def markdown(results: dict[str, Any]) -> str:
         for p in pl["plans"]:
             out.append(f"| {p['label']} | {p['n_devices']} | {_hms(p['wall_s'])} | {p['device_hours']:,.1f} | "
                        f"{p['km2_per_h']:,.0f} | {'measured' if p['measured'] else 'ESTIMATE'} |")
+    if results.get("hls_reads"):
+        from bench.hls_reads import hls_reads_table
+
+        out += ["", hls_reads_table(results["hls_reads"])]
     return "\n".join(out)
 
 
@@ -235,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
 
             results["planner"] = planner_section(results)
             print(planner_table(results["planner"]))
+        elif name == "hls_reads":
+            from bench.hls_reads import hls_reads_table, run_hls_reads
+
+            results["hls_reads"] = run_hls_reads(aoi_km=5.0 if a.quick else 15.0, log=lambda s: print(s, flush=True))
+            print(hls_reads_table(results["hls_reads"]))
         results["runs"][name] = {"quick": a.quick, "seconds": round(time.perf_counter() - t0, 1),
                                  "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                  "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}

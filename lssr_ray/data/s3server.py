@@ -17,9 +17,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from lssr_ray.errors import ConfigError, StorageUnreachableError
 from lssr_ray.fileio import endpoint_gdal_options
@@ -193,6 +195,99 @@ def upload_folder(folder: str | Path, bucket: str, *, endpoint_url: str, prefix:
     return len(files)
 
 
+class CountingProxy:
+    """A loopback HTTP proxy in front of an S3 endpoint that counts what crosses it.
+
+    Point clients at :attr:`endpoint_url` (e.g. ``s3_env(proxy.endpoint_url)``): every request is
+    forwarded unchanged (same method, path, headers, body) to ``upstream`` and the answer sent back
+    unchanged. :attr:`requests` counts requests per method, :attr:`body_bytes` the response body
+    bytes (what a client fetched). Used to measure reads honestly (bench/hls_reads.py, tests).
+    """
+
+    def __init__(self, upstream: str, *, host: str = "127.0.0.1") -> None:
+        from urllib.parse import urlparse
+
+        if host not in LOOPBACK_HOSTS:
+            raise ConfigError(f"the counting proxy only listens on loopback; got host {host!r}")
+        u = urlparse(upstream)
+        self.upstream = (u.hostname or "127.0.0.1", u.port or 80)
+        self.host = host
+        self.requests: dict[str, int] = {}
+        self.body_bytes = 0
+        self._lock = threading.Lock()
+        self._server = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://host:port`` of the proxy."""
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def reset(self) -> None:
+        """Zero the counters."""
+        with self._lock:
+            self.requests, self.body_bytes = {}, 0
+
+    def _record(self, method: str, nbytes: int) -> None:
+        with self._lock:
+            self.requests[method] = self.requests.get(method, 0) + 1
+            self.body_bytes += nbytes
+
+    def start(self) -> Self:
+        """Listen on a free loopback port (a daemon thread serves)."""
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as clients use S3
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                proxy._record(self.command, len(data))
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                # a HEAD answer announces the object's length but has no body
+                self.send_header("Content-Length", resp.getheader("Content-Length", "0")
+                                 if self.command == "HEAD" else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``start --port N [--load-archive]`` / ``stop --port N``."""
     from lssr_ray.config import REPO_ROOT
@@ -218,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_BUCKET", "IN_MEMORY_NOTE", "LOOPBACK_HOSTS", "S3Server", "free_port", "in_memory_server",
+__all__ = ["DEFAULT_BUCKET", "IN_MEMORY_NOTE", "LOOPBACK_HOSTS", "CountingProxy", "S3Server", "free_port", "in_memory_server",
            "pidfile_for", "s3_env", "start", "stop", "upload_folder"]
 
 if __name__ == "__main__":
