@@ -151,3 +151,18 @@ def s3_bucket(s3_env):
     name = f"scratch-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     yield f"s3://{name}", {"endpoint_url": s3_env.endpoint_url}, client
+
+
+@pytest.fixture(scope="session")
+def hls_full_granule(s3_server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One full-size (3660 x 3660) HLS v2.0-format L30 granule of tile 15TVG made by
+    ``scripts/make_hls_cogs.py`` (real file layout, real-shaped CMR-STAC item), uploaded to bucket
+    ``lp-prod-protected`` of the session S3 server. Yields the script's summary (``catalog`` path,
+    ``granules[0]`` with ``id``, ``files``, ``transform``...). About 5-15 s on 2 cores."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_hls_cogs", REPO_ROOT / "scripts" / "make_hls_cogs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make(tmp_path_factory.mktemp("hls_full"), tiles=("15TVG",), s3_endpoint=s3_server.endpoint_url,
+                    log=lambda _msg: None)
