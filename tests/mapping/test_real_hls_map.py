@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from _jobs import load_job
+
+from tests._jobs import load_job
 
 
 @pytest.fixture(scope="module")
