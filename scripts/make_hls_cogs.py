@@ -233,17 +233,25 @@ def make(out: Path, *, tiles=DEFAULT_TILES, when: str = DEFAULT_TIME, template: 
          s3_endpoint: str | None = None, log=print) -> dict:
     """Make the granules, the catalog and (with ``s3_endpoint``) upload; returns a summary."""
     out = Path(out)
-    t = dt.datetime.fromisoformat(when)
+    try:
+        t = dt.datetime.fromisoformat(when)
+    except ValueError:
+        raise ConfigError(f"--time {when!r} is not an ISO 8601 time (e.g. {DEFAULT_TIME})") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
+    tiles = [tile.removeprefix("T") for tile in tiles]
+    for tile in tiles:  # every tile id checked before anything is written
+        hls.tile_grid(tile)
     template = Path(template) if template else default_template()
+    if not template.is_file():
+        raise ConfigError(f"item template not found: {template}")
     tmpl = _l30_item(template)
     if tmpl is None:
         raise ConfigError(f"{template} holds no HLSL30 item (id starting 'HLS.L30.')")
     source = read_source()
     granules, t0 = [], time.perf_counter()
     for tile in tiles:
-        g = make_granule(tile.removeprefix("T"), t, out, source)
+        g = make_granule(tile, t, out, source)
         size = sum(p.stat().st_size for p in g["files"].values())
         log(f"{g['id']}: {len(g['files'])} COGs, {size / 1e6:.1f} MB, cloud {g['cloud_cover']} % "
             f"({time.perf_counter() - t0:.1f} s)")

@@ -149,3 +149,16 @@ def test_block_reads_fetch_each_band_once_per_block(hls_full_granule, s3_server,
     assert files <= gets[2] <= 3 * files, gets  # per band file: its header, then the block's tiles
     assert gets[1] >= 2 * 4 * files, gets  # per chip: each of the 4 chips opens (header) and reads every file
     assert gets[1] > 2 * gets[2], gets
+
+
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    mk = _script("make_hls_cogs")
+    out = tmp_path / "out"
+    cases = {("--tiles", "15TVG", "99ZZZ"): "not an MGRS tile id: '99ZZZ'",
+             ("--item-template", str(tmp_path / "none.json")): "item template not found",
+             ("--time", "yesterday"): "not an ISO 8601 time"}
+    for args, message in cases.items():
+        assert mk.main(["--out", str(out), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
