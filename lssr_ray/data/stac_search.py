@@ -205,7 +205,11 @@ def _build(items: Iterable[Any], root_href: str, description: str) -> Any:
         for rel in _API_LINKS:
             copy.remove_links(rel)
         cat.add_item(copy)
-    cat.normalize_hrefs(root_href)
+    # the best-practice layout, set directly: normalize_hrefs would take a folder named like
+    # "x.search" for a file because of its dot
+    cat.set_self_href(f"{root_href}/catalog.json")
+    for item in cat.get_items():
+        item.set_self_href(f"{root_href}/{item.id}/{item.id}.json")
     return cat
 
 

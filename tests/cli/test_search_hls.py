@@ -57,3 +57,27 @@ def test_job_reports_an_unreachable_api_in_one_line(stac_api, tmp_path):
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "HTTP 503" in errors[0] and stac_api.url in errors[0]
+
+
+def test_map_region_stac_url_searches_once_and_a_rerun_reuses_the_saved_search(stac_api, tmp_path):
+    """``lssr-map --stac-url``: the search is saved next to the store, so a resumed run keeps its inputs."""
+    import dataclasses
+
+    import pytest
+
+    from lssr_ray.cli.map_region import searched_catalog
+    from lssr_ray.config import MapConfig
+    from lssr_ray.errors import ConfigError
+
+    cfg = MapConfig(aoi=LA, stac_url=stac_api.url, start="2025-01-01", end="2025-01-07",
+                    out=str(tmp_path / "la.zarr"))
+    got = searched_catalog(cfg)
+    assert got.catalog == str(tmp_path / "la.zarr.search" / "catalog.json")
+    assert len(list(pystac.Catalog.from_file(got.catalog).get_items())) == len(RECORDED)
+    searched = len(stac_api.searches())
+    assert searched >= 1
+    assert searched_catalog(cfg).catalog == got.catalog and len(stac_api.searches()) == searched
+    searched_catalog(dataclasses.replace(cfg, overwrite=True))
+    assert len(stac_api.searches()) > searched
+    with pytest.raises(ConfigError, match="needs --start and --end"):
+        searched_catalog(dataclasses.replace(cfg, start=None))

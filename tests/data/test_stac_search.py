@@ -179,3 +179,21 @@ def test_catalog_written_to_s3_reads_back(stac_api, s3_bucket):
     assert sorted(it.id for it in cat.get_items()) == sorted(it.id for it in items)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=url[5:])["Contents"]]
     assert len(keys) == len(items) + 1
+
+
+def test_get_searches_page_by_cursor_links_and_a_static_catalog_is_served(tmp_path):
+    """The GET form of the search (next = the search URL with a cursor, as CMR-STAC writes it) and
+    the ``/static/`` folder: a catalog written here opens over HTTP."""
+    from lssr_ray.data.stac_replay import StacReplayServer
+
+    s30 = sorted((r for r in RECORDED if ".S30." in r["id"]), key=lambda r: (r["datetime"], r["id"]))
+    items = [pystac.Item.from_file(str(RECORDINGS / "items" / f"{r['id']}.json")) for r in s30]
+    write_catalog(items, tmp_path / "cat")
+    with StacReplayServer(static_dir=tmp_path) as srv:
+        search = Client.open(srv.url).search(collections=["HLSS30_2.0"], bbox=[-119.0, 34.0, -118.4, 34.3],
+                                             datetime="2025-01-01/2025-01-07", limit=4, method="GET")
+        assert [it.id for page in search.pages() for it in page.items] == [r["id"] for r in s30]
+        gets = srv.searches()
+        assert [g["method"] for g in gets] == ["GET", "GET"] and "cursor=4" in gets[1]["query"]
+        served = pystac.Catalog.from_file(f"{srv.origin}/static/cat/catalog.json")
+        assert sorted(it.id for it in served.get_items()) == sorted(r["id"] for r in s30)
