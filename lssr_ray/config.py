@@ -298,6 +298,9 @@ class MapConfig:
     asset_access: str = choice_field("https", ASSET_ACCESS)
     """``https`` (default) reads each item's https asset; ``s3`` reads its ``s3_`` twin (direct S3 in
     us-west-2, LP DAAC's temporary keys) where the item has one, else the https asset."""
+    stac_url: str | None = None
+    """Search this STAC API (e.g. NASA CMR-STAC LPCLOUD) for HLS over the AOI and dates first and map
+    from the catalog saved next to the store (``<out>.search/``; a rerun reuses it); replaces --catalog."""
     start: str | None = None
     """First acquisition date, ISO (inclusive). *Run identity*."""
     end: str | None = None
