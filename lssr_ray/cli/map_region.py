@@ -54,7 +54,8 @@ def _data_stage(cfg: MapConfig) -> int:
 
     aoi = read_aoi(cfg.aoi)
     out = Path(cfg.out) if cfg.out else Path("out") / aoi.name
-    stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end)
+    stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end,
+                            aux_stac=cfg.aux_stac, aux_collections=cfg.aux_collections())
     print(f"AOI {aoi.source}: {aoi.area_km2:.2f} km2, {len(stage.granules)} granules in {cfg.catalog}")
     for note in stage.aoi.notes + tuple(filter(None, [stage.coverage_note()])):
         print(f"NOTE: {note}", file=sys.stderr)

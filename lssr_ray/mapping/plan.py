@@ -80,7 +80,11 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     from lssr_ray.config import portable_ref
     from lssr_ray.model.lssr import GRAPH_REVISION
 
+    aux = {}  # only when set, so runs on the archive's own aux layers keep their run id
+    if cfg.aux_stac:
+        aux = {"aux_stac": portable_ref(cfg.aux_stac, root=root), "aux_collections": cfg.aux_collections()}
     return {
+        **aux,
         "aoi_sha256": hashlib.sha256(aoi_bytes).hexdigest(),
         "catalog": portable_ref(cfg.catalog, root=root),
         "start": cfg.start,
@@ -113,7 +117,8 @@ def plan_map(cfg: MapConfig) -> MapPlan:
 
     check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
-    stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end)
+    stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end,
+                            aux_stac=cfg.aux_stac, aux_collections=cfg.aux_collections())
     if cfg.dates == "all":
         days = sorted({g.datetime.date() for g in stage.granules})
         by_time = {i: [g for g in stage.granules if g.datetime.date() == d] for i, d in enumerate(days)}
