@@ -208,3 +208,45 @@ def test_stac_api_search_through_pystac_client(dem_tiles):
         assert _ReplayStacApi.requests[0]["intersects"]["type"] == "Polygon"
     finally:
         server.shutdown()
+
+
+def _moved(item: dict, dlon: float, dlat: float, new_id: str) -> dict:
+    """The recorded item moved to another tile of its grid (id, bbox, footprint)."""
+    out = copy.deepcopy(item)
+    out["id"] = new_id
+    b = item["bbox"]
+    out["bbox"] = [b[0] + dlon, b[1] + dlat, b[2] + dlon, b[3] + dlat]
+    out["geometry"]["coordinates"] = [[[x + dlon, y + dlat] for x, y in item["geometry"]["coordinates"][0]]]
+    return out
+
+
+def test_data_stage_reads_stac_aux_into_every_chip(tmp_path):
+    """plan_data_stage(aux_stac=...) -> read_chips: the recorded GLO-30 and WorldCover items, moved
+    to the tiles over the bundled Flanders AOI (N50 E003, N48 E003), give every chip a DEM and
+    mapped land-cover classes; SAR switched off is reported absent."""
+    from lssr_ray.config import GridConfig
+    from lssr_ray.data.aoi import read_aoi
+    from lssr_ray.data.catalog import open_catalog
+    from lssr_ray.data.cube import plan_data_stage, read_chips
+
+    dem = _moved(_recorded(DEM_ITEM), 118.0, -3.0, "Copernicus_DSM_COG_10_N50_00_E003_00_DEM")
+    dem["assets"]["data"]["href"] = _cog(tmp_path / "dem.tif", np.full((100, 100), 12.5, np.float32), "EPSG:4326",
+                                         Affine(0.01, 0, dem["bbox"][0], 0, -0.01, dem["bbox"][3]), None)
+    wc = _moved(_recorded(WC_ITEM), -3.0, 48.0, "ESA_WorldCover_10m_2021_v200_N48E003")
+    wc["assets"]["map"]["href"] = _cog(tmp_path / "wc.tif", np.full((300, 300), 40, np.uint8), "EPSG:4326",
+                                       Affine(0.01, 0, 3.0, 0, -0.01, 51.0), 0)
+    source = _item_collection(tmp_path, [dem, wc])
+    aoi = read_aoi(REPO_ROOT / "examples" / "flanders_31UDS.geojson")
+    stage = plan_data_stage(aoi, open_catalog(REPO_ROOT / "data" / "archive" / "catalog.json"),
+                            config=GridConfig(chip_size=16, overlap=4), aux_stac=source,
+                            aux_collections={"sar": "none"})
+    assert stage.aux.origin == f"STAC {source}" and stage.aux.sar == ()
+    n = 0
+    for rec, x in read_chips(stage.plan, stage.granules[:3], aux=stage.aux):
+        if x is None:
+            continue
+        n += 1
+        assert rec.present == (1.0, 1.0, 0.0)
+        np.testing.assert_allclose(x["dem"], 12.5)
+        assert set(np.unique(x["landcover"])) == {8}  # WorldCover 40 cropland -> class index 8
+    assert n == len(stage.plan.chips)
