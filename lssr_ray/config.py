@@ -292,6 +292,9 @@ class MapConfig:
     """AOI GeoJSON path (lon/lat). *Run identity* (its file content is hashed)."""
     catalog: str = str(REPO_ROOT / "data" / "archive" / "catalog.json")
     """STAC catalog href, local or ``s3://``. *Run identity*."""
+    stac_url: str | None = None
+    """Search this STAC API (e.g. NASA CMR-STAC LPCLOUD) for HLS over the AOI and dates first and map
+    from the catalog saved next to the store (``<out>.search/``; a rerun reuses it); replaces --catalog."""
     start: str | None = None
     """First acquisition date, ISO (inclusive). *Run identity*."""
     end: str | None = None

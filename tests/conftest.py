@@ -151,3 +151,17 @@ def s3_bucket(s3_env):
     name = f"scratch-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     yield f"s3://{name}", {"endpoint_url": s3_env.endpoint_url}, client
+
+
+@pytest.fixture
+def stac_api():
+    """A loopback STAC API replaying the recorded CMR-STAC documents (``data/samples/cmr_stac``).
+
+    Yields the running :class:`lssr_ray.data.stac_replay.StacReplayServer`: ``.url`` is the API
+    root (``--stac-url``), ``.fail(status, ...)`` injects errors, ``.searches()`` lists the
+    ``/search`` requests it received. One server per test, so injected failures never leak.
+    """
+    from lssr_ray.data.stac_replay import StacReplayServer
+
+    with StacReplayServer() as srv:
+        yield srv

@@ -40,8 +40,6 @@ LANDCOVER_ASSETS = ("map",)
 SAR_ASSETS = (("vv", "vh"), ("vv-rtc", "vh-rtc"))
 """(VV, VH) asset keys; ``*-rtc`` is the key form of the RTC items before Planetary Computer
 renamed them (still found in saved catalogs)."""
-API_RETRIES = 5
-"""HTTP retries (with backoff) of a STAC API search on 429 / 5xx answers."""
 
 
 @dataclass(frozen=True)
@@ -101,27 +99,6 @@ def is_stac_api(source: str) -> bool:
     return source.startswith(("http://", "https://")) and not source.split("?")[0].endswith(".json")
 
 
-def _search_api(url: str, collection: str, geometry: Mapping[str, Any], datetime: str | None) -> list[Any]:
-    """Items of ``collection`` intersecting ``geometry`` from a STAC API (paged, retried)."""
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
-    from urllib3 import Retry
-
-    retry = Retry(total=API_RETRIES, backoff_factor=1.0, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=None, respect_retry_after_header=True)
-    try:
-        client = Client.open(url, stac_io=StacApiIO(max_retries=retry))
-        return list(client.search(collections=[collection], intersects=dict(geometry), datetime=datetime).items())
-    except APIError as exc:
-        raise MissingDataError(f"STAC API {url} refused the {collection} search: {str(exc)[:200]}") from exc
-    except Exception as exc:  # requests' retry exhaustion / connection errors
-        if type(exc).__module__.split(".")[0] in ("requests", "urllib3"):
-            raise MissingDataError(f"STAC API {url} unreachable after {API_RETRIES} retries "
-                                   f"({collection} search): {type(exc).__name__}") from exc
-        raise
-
-
 def _read_file(source: str) -> list[Any]:
     """Items of a saved ItemCollection / FeatureCollection or a static catalog (local or s3://)."""
     import json
@@ -154,9 +131,10 @@ def find_aux_items(source: str, geometry: Mapping[str, Any], collection: str, *,
     from shapely.geometry import shape
 
     t0, t1 = _utc(start), _utc(end)
-    if is_stac_api(source):
-        when = None if t0 is None and t1 is None else f"{t0.isoformat() if t0 else '..'}/{t1.isoformat() if t1 else '..'}"
-        found = _search_api(source, collection, geometry, when)
+    if is_stac_api(source):  # the HLS search's client: paging, backoff retries, one-line errors
+        from lssr_ray.data.stac_search import run_search
+
+        found = list(run_search(geometry, t0, t1, stac_url=source, collections=[collection]).items)
     else:
         found = [it for it in (items if items is not None else _read_file(source))
                  if (it.collection_id or "") == collection]

@@ -6,10 +6,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -155,59 +152,31 @@ def test_linear_to_db_and_bad_conventions():
         AuxSource(sar_units="amplitude")
 
 
-class _ReplayStacApi(BaseHTTPRequestHandler):
-    """A STAC API (landing page + item search) answering from recorded items, so that
-    pystac-client runs its real HTTP code path."""
+def test_stac_api_search_through_pystac_client(dem_tiles, tmp_path):
+    """The two GLO-30 items served by the loopback STAC API (stac_replay, with the recorded CMR-STAC
+    landing page and conformance): pystac-client's real search path finds both."""
+    import shutil
 
-    items: ClassVar[list[dict]] = []
-    requests: ClassVar[list[dict]] = []
+    from lssr_ray.data.stac_replay import RECORDINGS, StacReplayServer
 
-    def _send(self, doc: dict) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/geo+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        root = f"http://{self.headers['Host']}"
-        self._send({"type": "Catalog", "id": "replay", "description": "recorded aux items", "stac_version": "1.0.0",
-                    "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search"],
-                    "links": [{"rel": "self", "href": root + "/"}, {"rel": "root", "href": root + "/"},
-                              {"rel": "search", "href": root + "/search", "method": "POST",
-                               "type": "application/geo+json"}]})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        root = f"http://{self.headers['Host']}"
-        feats = []
-        for item in (i for i in self.items if i.get("collection") in body.get("collections", [])):
-            item = copy.deepcopy(item)  # an API's items link absolutely to its collection, not ../
-            item["links"] = [{**lk, "href": f"{root}/collections/{item['collection']}"}
-                             if lk["href"].startswith("..") else lk for lk in item["links"]]
-            feats.append(item)
-        self._send({"type": "FeatureCollection", "features": feats, "links": []})
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def test_stac_api_search_through_pystac_client(dem_tiles):
+    rec = tmp_path / "aux_api"
+    (rec / "items").mkdir(parents=True)
+    (rec / "collections").mkdir()
+    for name in ("landing.json", "conformance.json"):
+        shutil.copy(RECORDINGS / name, rec / name)
+    for item in dem_tiles:  # as an API returns them: links absolute, not ../collection.json
+        api_item = {**item, "links": [lk for lk in item["links"] if not lk["href"].startswith("..")]}
+        (rec / "items" / f"{item['id']}.json").write_text(json.dumps(api_item))
     west, east = dem_tiles
-    _ReplayStacApi.items, _ReplayStacApi.requests = [west, east], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ReplayStacApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        _, _, poly = _utm_grid(west["bbox"][2], 53.5, 32611)
-        found = find_aux_items(url, poly, "cop-dem-glo-30")
+    _, _, poly = _utm_grid(west["bbox"][2], 53.5, 32611)
+    with StacReplayServer(rec) as srv:
+        found = find_aux_items(srv.url, poly, "cop-dem-glo-30")
         assert sorted(a.id for a in found) == sorted([west["id"], east["id"]])
-        assert _ReplayStacApi.requests[0]["collections"] == ["cop-dem-glo-30"]
-        assert _ReplayStacApi.requests[0]["intersects"]["type"] == "Polygon"
-    finally:
-        server.shutdown()
+        (search,) = srv.searches()
+        assert "cop-dem-glo-30" in json.dumps(search) and "Polygon" in json.dumps(search)
+        srv.fail(503, times=2)  # transient errors are retried with backoff by the shared client
+        assert len(find_aux_items(srv.url, poly, "cop-dem-glo-30")) == 2
+        assert find_aux_items(srv.url, poly, "esa-worldcover") == []
 
 
 def _moved(item: dict, dlon: float, dlat: float, new_id: str) -> dict:
