@@ -354,10 +354,10 @@ class MapConfig:
     stall_timeout_s: float = 900.0
     """Stage 1 stops with an error (committed chips kept) when no chip is committed for this long."""
     aux_stac: str | None = None
-    """Aux layers from a public STAC source: a STAC API root (e.g. Planetary Computer's
-    ``https://planetarycomputer.microsoft.com/api/stac/v1``) or a saved ItemCollection / catalog
-    file; DEM, land cover and Sentinel-1 come from the three ``aux_*_collection`` collections.
-    Default: the archive catalog's own aux layers. *Run identity* when set."""
+    """Aux layers from a public STAC source: a STAC API root or a saved ItemCollection / catalog
+    file whose asset hrefs are readable as they are (not signed here); DEM, land cover and
+    Sentinel-1 come from the three ``aux_*_collection`` collections. Default: the archive
+    catalog's own aux layers. *Run identity* when set."""
     aux_dem_collection: str = "cop-dem-glo-30"
     """DEM collection in ``aux_stac`` (asset ``data``, metres); ``none`` skips the DEM."""
     aux_landcover_collection: str = "esa-worldcover"
