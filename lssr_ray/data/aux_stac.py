@@ -163,6 +163,7 @@ def aux_from_stac(source: str, aoi: Any, *, start: Any = None, end: Any = None,
     ``collections`` overrides :data:`AUX_COLLECTIONS` per kind (``None`` / ``"none"`` skips a
     kind). Sentinel-1 is searched from ``start - sar_max_gap_days`` to ``end + sar_max_gap_days``.
     """
+    check_collections(collections or {})
     colls = {**AUX_COLLECTIONS, **dict(collections or {})}
     geometry = getattr(aoi, "geometry", aoi)
     geometry = geometry.__geo_interface__ if hasattr(geometry, "__geo_interface__") else geometry
@@ -194,6 +195,10 @@ def aux_from_stac(source: str, aoi: Any, *, start: Any = None, end: Any = None,
             continue
         sar.append((it.when, pair))
         footprints.append((pair[0], it.bbox))
+    for kind, found in (("dem", dem), ("landcover", lc), ("sar", sar)):
+        if not found and colls.get(kind) not in (None, "none"):
+            log.warning("aux STAC source %s has no usable %s item (%s) over the AOI%s: chips will have no %s",
+                        source, kind, colls[kind], " in the dates' window" if kind == "sar" else "", kind)
     if colls.get("sar") not in (None, "none", AUX_COLLECTIONS["sar"]):
         log.warning("SAR collection %s: its values are read as linear backscatter like %s",
                     colls["sar"], AUX_COLLECTIONS["sar"])

@@ -219,3 +219,26 @@ def test_data_stage_reads_stac_aux_into_every_chip(tmp_path):
         np.testing.assert_allclose(x["dem"], 12.5)
         assert set(np.unique(x["landcover"])) == {8}  # WorldCover 40 cropland -> class index 8
     assert n == len(stage.plan.chips)
+
+
+def test_sar_frames_of_one_pass_are_mosaicked_and_far_scenes_filtered():
+    t0 = dt.datetime(2021, 7, 3, 0, 38, 35, tzinfo=dt.UTC)
+    frame1, frame2, other = ("a_vv", "a_vh"), ("b_vv", "b_vh"), ("c_vv", "c_vh")
+    aux = AuxSource(sar=((t0, frame1), (t0 + dt.timedelta(seconds=25), frame2), (t0 + dt.timedelta(days=1), other)),
+                    footprints=(("a_vv", (-94, 41, -93, 42)), ("b_vv", (-94, 40, -93, 41)), ("c_vv", (-96, 41, -95, 42))))
+    when = t0 + dt.timedelta(hours=5)
+    assert aux.layers_for(when)["sar"] == (frame1, frame2)  # consecutive frames of the nearest pass
+    assert aux.layers_for(when, (-93.8, 41.2, -93.6, 41.4))["sar"] == frame1  # only the frame over the block
+    assert aux.layers_for(when, (-95.8, 41.2, -95.6, 41.4))["sar"] == other  # the pass that covers it
+    assert aux.layers_for(when, (10, 10, 11, 11))["sar"] is None
+
+
+def test_stac_source_without_an_item_warns(tmp_path, caplog):
+    source = _item_collection(tmp_path, [_recorded(DEM_ITEM)])
+    _, _, poly = _utm_grid(7.5, 1.5, 32632)  # far from the recorded DEM tile
+    with caplog.at_level("WARNING", logger="lssr_ray.data.aux_stac"):
+        aux = aux_from_stac(source, poly, collections={"sar": "none"})
+    assert aux.dem is None and aux.landcover is None
+    assert "no usable dem item (cop-dem-glo-30)" in caplog.text and "no usable landcover item" in caplog.text
+    with pytest.raises(ConfigError, match="unknown aux kinds"):
+        aux_from_stac(source, poly, collections={"ndvi": "x"})
