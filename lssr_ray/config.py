@@ -359,6 +359,22 @@ class MapConfig:
     onnxruntime about half; GPUs far less)."""
     stall_timeout_s: float = 900.0
     """Stage 1 stops with an error (committed chips kept) when no chip is committed for this long."""
+    aux_stac: str | None = None
+    """Aux layers from a public STAC source: a STAC API root or a saved ItemCollection / catalog
+    file whose asset hrefs are readable as they are (not signed here); DEM, land cover and
+    Sentinel-1 come from the three ``aux_*_collection`` collections. Default: the archive
+    catalog's own aux layers. *Run identity* when set."""
+    aux_dem_collection: str = "cop-dem-glo-30"
+    """DEM collection in ``aux_stac`` (asset ``data``, metres); ``none`` skips the DEM."""
+    aux_landcover_collection: str = "esa-worldcover"
+    """Land-cover collection in ``aux_stac`` (asset ``map``, ESA WorldCover codes); ``none`` skips it."""
+    aux_sar_collection: str = "sentinel-1-rtc"
+    """Sentinel-1 collection in ``aux_stac`` (assets ``vv``/``vh``, linear gamma0 -> dB); ``none`` skips it."""
+
+    def aux_collections(self) -> dict[str, str]:
+        """``{"dem", "landcover", "sar"}`` -> collection id in :attr:`aux_stac`."""
+        return {"dem": self.aux_dem_collection, "landcover": self.aux_landcover_collection,
+                "sar": self.aux_sar_collection}
 
     def __post_init__(self) -> None:
         check_choices(self)

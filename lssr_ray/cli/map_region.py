@@ -51,13 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _data_stage(cfg: MapConfig) -> int:
     from lssr_ray.data.aoi import read_aoi
-    from lssr_ray.data.catalog import open_catalog
-    from lssr_ray.data.cube import build_cube, plan_data_stage
+    from lssr_ray.data.cube import build_cube
+    from lssr_ray.mapping.plan import data_stage
 
     aoi = read_aoi(cfg.aoi)
     out = Path(cfg.out) if cfg.out else Path("out") / aoi.name
-    stage = plan_data_stage(aoi, open_catalog(cfg.catalog, asset_access=cfg.asset_access), config=cfg.grid,
-                            start=cfg.start, end=cfg.end)
+    stage = data_stage(cfg, aoi)
     print(f"AOI {aoi.source}: {aoi.area_km2:.2f} km2, {len(stage.granules)} granules in {cfg.catalog}")
     for note in stage.aoi.notes + tuple(filter(None, [stage.coverage_note()])):
         print(f"NOTE: {note}", file=sys.stderr)
