@@ -360,9 +360,8 @@ class MapConfig:
     stall_timeout_s: float = 900.0
     """Stage 1 stops with an error (committed chips kept) when no chip is committed for this long."""
     aux_stac: str | None = None
-    """Aux layers from a public STAC source: a STAC API root or a saved ItemCollection / catalog
-    file whose asset hrefs are readable as they are (not signed here); DEM, land cover and
-    Sentinel-1 come from the three ``aux_*_collection`` collections. Default: the archive
+    """Aux layers from a STAC API root or a saved ItemCollection / catalog file (hrefs readable as
+    they are, not signed here), from the ``aux_*_collection`` collections; default: the archive
     catalog's own aux layers. *Run identity* when set."""
     aux_dem_collection: str = "cop-dem-glo-30"
     """DEM collection in ``aux_stac`` (asset ``data``, metres); ``none`` skips the DEM."""
@@ -373,8 +372,7 @@ class MapConfig:
 
     def aux_collections(self) -> dict[str, str]:
         """``{"dem", "landcover", "sar"}`` -> collection id in :attr:`aux_stac`."""
-        return {"dem": self.aux_dem_collection, "landcover": self.aux_landcover_collection,
-                "sar": self.aux_sar_collection}
+        return {k: getattr(self, f"aux_{k}_collection") for k in ("dem", "landcover", "sar")}
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -384,20 +382,16 @@ class MapConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.confirm_over_s < 0 or self.chip_s_estimate < 0 or self.stall_timeout_s <= 0:
-            raise ConfigError(
-                f"confirm_over_s and chip_s_estimate must be >= 0 and stall_timeout_s > 0, got "
-                f"{self.confirm_over_s}, {self.chip_s_estimate}, {self.stall_timeout_s}"
-            )
+            raise ConfigError(f"confirm_over_s and chip_s_estimate must be >= 0 and stall_timeout_s > 0, got "
+                              f"{self.confirm_over_s}, {self.chip_s_estimate}, {self.stall_timeout_s}")
         if self.num_actors < 0 or self.actor_cpus <= 0 or self.read_cpus <= 0:
-            raise ConfigError(
-                f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "
-                f"{self.num_actors}, {self.actor_cpus}, {self.read_cpus}"
-            )
+            raise ConfigError(f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "
+                              f"{self.num_actors}, {self.actor_cpus}, {self.read_cpus}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MapConfig:
         return _from_dict(cls, data)
 
 
-__all__ = ["ASSET_ACCESS", "BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig", "from_dict",
-           "load_yaml", "portable_ref"]
+__all__ = ["ASSET_ACCESS", "BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig",
+           "from_dict", "load_yaml", "portable_ref"]
