@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pystac
 import pytest
 from pystac_client import Client
@@ -93,6 +95,73 @@ def test_aoi_and_dates_change_the_results(stac_api):
     uae = [it.id for it in search_hls(_box(55.8, 23.8, 55.9, 23.9), "2020-04-25", "2020-04-25", stac_url=url, **FAST)]
     assert uae == ["HLS.L30.T40QCM.2020116T063954.v2.0"]
     assert len(search_hls(read_aoi("examples/iowa.geojson"), *WEEK, stac_url=url, **FAST)) == 0
+
+
+IOWA = json.loads((RECORDINGS / "sources" / "granules.json").read_text())["named_granules"]["items"]
+
+
+def test_iowa_search_finds_the_recorded_iowa_granules_by_day_and_sensor(stac_api):
+    iowa, url = read_aoi("examples/iowa.geojson"), stac_api.url
+    res = run_search(iowa, "2017-01-01", "2024-12-31", stac_url=url, **FAST)
+    assert sorted(it.id for it in res.items) == sorted(r["id"] for r in IOWA)
+    assert res.per_collection == {"HLSL30_2.0": 2, "HLSS30_2.0": 2}
+    by_day = {d: sorted(it.id for it in search_hls(iowa, d, d, stac_url=url, **FAST))
+              for d in ("2017-06-16", "2023-05-01", "2024-08-03", "2024-08-04")}
+    assert by_day == {"2017-06-16": ["HLS.L30.T15TUG.2017167T165321.v2.0", "HLS.S30.T15TXG.2017167T170311.v2.0"],
+                      "2023-05-01": ["HLS.L30.T15TWH.2023121T164646.v2.0"],
+                      "2024-08-03": ["HLS.S30.T15TXF.2024216T165849.v2.0"], "2024-08-04": []}
+    # only L30: the S30 item of the same day is left out
+    assert [it.id for it in search_hls(iowa, "2017-06-16", "2017-06-16", stac_url=url,
+                                       collections=("HLSL30_2.0",), **FAST)] == ["HLS.L30.T15TUG.2017167T165321.v2.0"]
+    # the site of the recorded T15TXF search (41.19 N, 91.48 W) is in T15TXF, south of T15TXG (41.44 N)
+    site = [it.id for it in search_hls(_box(-91.49, 41.19, -91.48, 41.20), "2017-01-01", "2024-12-31",
+                                       stac_url=url, **FAST)]
+    assert site == ["HLS.S30.T15TXF.2024216T165849.v2.0"]
+
+
+def _utm_corners(item: dict) -> list[tuple[float, float]]:
+    from pyproj import Transformer
+
+    from lssr_ray.data.mgrs import tile_grid
+
+    epsg = tile_grid(item["id"].split(".")[2])[0]
+    to_utm = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+    return [to_utm.transform(x, y) for x, y in item["geometry"]["coordinates"][0][:-1]]
+
+
+@pytest.mark.parametrize("gid", ["HLS.S30.T11SLT.2025002T183751.v2.0", "HLS.L30.T11SLU.2025006T182824.v2.0",
+                                 "HLS.L30.T15TUG.2017167T165321.v2.0", "HLS.S30.T15TXF.2024216T165849.v2.0"])
+def test_footprints_not_recorded_are_the_tile_grid_square(gid):
+    """The assembled footprints (no recorded polygon) are the 3660 x 3660 30 m tile in its UTM zone."""
+    from lssr_ray.data.mgrs import tile_grid
+
+    item = json.loads((RECORDINGS / "items" / f"{gid}.json").read_text())
+    _, (res, _, x0, _, neg, y1), (rows, cols) = tile_grid(gid.split(".")[2])
+    want = [(x0, y1), (x0, y1 + neg * rows), (x0 + res * cols, y1 + neg * rows), (x0 + res * cols, y1)]
+    assert np.allclose(_utm_corners(item), want, atol=0.01)
+    if ".T11SLT." in gid:  # north edge 3 800 000 rounded up onto the 60 m lattice
+        assert y1 == 3_800_040
+
+
+def test_assemble_reproduces_the_committed_documents(tmp_path):
+    """assemble.py is deterministic and the committed items are its output (nothing hand-edited)."""
+    import importlib.util
+    import shutil
+
+    for sub in ("sources", "collections"):
+        shutil.copytree(RECORDINGS / sub, tmp_path / sub)
+    spec = importlib.util.spec_from_file_location("cmr_stac_assemble", RECORDINGS / "assemble.py")
+    assemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(assemble)
+    assemble.HERE = tmp_path
+    assemble.main()
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.json") if p.parts[-2] != "sources"
+                  and p.parent.name != "collections") + [Path("aoi_los_angeles.geojson")]
+    committed = sorted(p.relative_to(RECORDINGS) for p in (RECORDINGS / "items").glob("*.json"))
+    assert sorted(p for p in made if p.parts[0] == "items") == committed
+    assert len(committed) == 16
+    for rel in made:
+        assert (tmp_path / rel).read_bytes() == (RECORDINGS / rel).read_bytes(), rel
 
 
 def test_rate_limit_is_retried_and_the_search_succeeds(stac_api):
