@@ -298,6 +298,9 @@ class MapConfig:
     asset_access: str = choice_field("https", ASSET_ACCESS)
     """``https`` (default) reads each item's https asset; ``s3`` reads its ``s3_`` twin (direct S3 in
     us-west-2, LP DAAC's temporary keys) where the item has one, else the https asset."""
+    stac_url: str | None = None
+    """Search this STAC API (e.g. NASA CMR-STAC LPCLOUD) for HLS over the AOI and dates first and map
+    from the catalog saved next to the store (``<out>.search/``; a rerun reuses it); replaces --catalog."""
     start: str | None = None
     """First acquisition date, ISO (inclusive). *Run identity*."""
     end: str | None = None
@@ -356,6 +359,20 @@ class MapConfig:
     onnxruntime about half; GPUs far less)."""
     stall_timeout_s: float = 900.0
     """Stage 1 stops with an error (committed chips kept) when no chip is committed for this long."""
+    aux_stac: str | None = None
+    """Aux layers from a STAC API root or a saved ItemCollection / catalog file (hrefs readable as
+    they are, not signed here), from the ``aux_*_collection`` collections; default: the archive
+    catalog's own aux layers. *Run identity* when set."""
+    aux_dem_collection: str = "cop-dem-glo-30"
+    """DEM collection in ``aux_stac`` (asset ``data``, metres); ``none`` skips the DEM."""
+    aux_landcover_collection: str = "esa-worldcover"
+    """Land-cover collection in ``aux_stac`` (asset ``map``, ESA WorldCover codes); ``none`` skips it."""
+    aux_sar_collection: str = "sentinel-1-rtc"
+    """Sentinel-1 collection in ``aux_stac`` (assets ``vv``/``vh``, linear gamma0 -> dB); ``none`` skips it."""
+
+    def aux_collections(self) -> dict[str, str]:
+        """``{"dem", "landcover", "sar"}`` -> collection id in :attr:`aux_stac`."""
+        return {k: getattr(self, f"aux_{k}_collection") for k in ("dem", "landcover", "sar")}
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -365,20 +382,16 @@ class MapConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.confirm_over_s < 0 or self.chip_s_estimate < 0 or self.stall_timeout_s <= 0:
-            raise ConfigError(
-                f"confirm_over_s and chip_s_estimate must be >= 0 and stall_timeout_s > 0, got "
-                f"{self.confirm_over_s}, {self.chip_s_estimate}, {self.stall_timeout_s}"
-            )
+            raise ConfigError(f"confirm_over_s and chip_s_estimate must be >= 0 and stall_timeout_s > 0, got "
+                              f"{self.confirm_over_s}, {self.chip_s_estimate}, {self.stall_timeout_s}")
         if self.num_actors < 0 or self.actor_cpus <= 0 or self.read_cpus <= 0:
-            raise ConfigError(
-                f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "
-                f"{self.num_actors}, {self.actor_cpus}, {self.read_cpus}"
-            )
+            raise ConfigError(f"num_actors must be >= 0 and actor_cpus/read_cpus > 0, got "
+                              f"{self.num_actors}, {self.actor_cpus}, {self.read_cpus}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MapConfig:
         return _from_dict(cls, data)
 
 
-__all__ = ["ASSET_ACCESS", "BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig", "from_dict",
-           "load_yaml", "portable_ref"]
+__all__ = ["ASSET_ACCESS", "BAND_GROUPS", "OUTPUT_BANDS", "REPO_ROOT", "GridConfig", "MapConfig", "TrainConfig",
+           "from_dict", "load_yaml", "portable_ref"]

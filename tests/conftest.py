@@ -153,6 +153,20 @@ def s3_bucket(s3_env):
     yield f"s3://{name}", {"endpoint_url": s3_env.endpoint_url}, client
 
 
+@pytest.fixture
+def stac_api():
+    """A loopback STAC API replaying the recorded CMR-STAC documents (``data/samples/cmr_stac``).
+
+    Yields the running :class:`lssr_ray.data.stac_replay.StacReplayServer`: ``.url`` is the API
+    root (``--stac-url``), ``.fail(status, ...)`` injects errors, ``.searches()`` lists the
+    ``/search`` requests it received. One server per test, so injected failures never leak.
+    """
+    from lssr_ray.data.stac_replay import StacReplayServer
+
+    with StacReplayServer() as srv:
+        yield srv
+
+
 @pytest.fixture(scope="session")
 def hls_full_granule(s3_server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One full-size (3660 x 3660) HLS v2.0-format L30 granule of tile 15TVG made by

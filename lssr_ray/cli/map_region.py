@@ -6,6 +6,8 @@ Usage:
         --start 2018-06-01 --end 2018-09-30 --out s3://lssr-out/flanders.zarr --engine onnxruntime
     ray job submit --address http://127.0.0.1:8265 -- python jobs/map_region.py --aoi ... --catalog s3://...
     lssr-map --aoi AOI.geojson --stage data                                  # inputs cube only (no model)
+    lssr-map --aoi AOI.geojson --stac-url https://cmr.earthdata.nasa.gov/stac/LPCLOUD \\
+        --start 2021-07-01 --end 2021-07-31 --out out/aoi.zarr               # search, then map
 
 Rerunning with the same settings resumes (committed chips are skipped); a killed run's lock is
 taken over because the run id is a hash of the settings. Exit code 2 on bad input, with a
@@ -49,13 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _data_stage(cfg: MapConfig) -> int:
     from lssr_ray.data.aoi import read_aoi
-    from lssr_ray.data.catalog import open_catalog
-    from lssr_ray.data.cube import build_cube, plan_data_stage
+    from lssr_ray.data.cube import build_cube
+    from lssr_ray.mapping.plan import data_stage
 
     aoi = read_aoi(cfg.aoi)
     out = Path(cfg.out) if cfg.out else Path("out") / aoi.name
-    stage = plan_data_stage(aoi, open_catalog(cfg.catalog, asset_access=cfg.asset_access), config=cfg.grid,
-                            start=cfg.start, end=cfg.end)
+    stage = data_stage(cfg, aoi)
     print(f"AOI {aoi.source}: {aoi.area_km2:.2f} km2, {len(stage.granules)} granules in {cfg.catalog}")
     for note in stage.aoi.notes + tuple(filter(None, [stage.coverage_note()])):
         print(f"NOTE: {note}", file=sys.stderr)
@@ -64,6 +65,33 @@ def _data_stage(cfg: MapConfig) -> int:
     print(result.table())
     print(result.summary())
     return 0
+
+
+def searched_catalog(cfg: MapConfig) -> MapConfig:
+    """``cfg`` mapping from a catalog searched at ``cfg.stac_url`` (saved as ``<out>.search/``; a rerun
+    reuses it unless ``--overwrite``, so a resumed run keeps its inputs)."""
+    import dataclasses
+
+    from lssr_ray.data.aoi import read_aoi
+    from lssr_ray.data.stac_search import run_search, write_catalog
+    from lssr_ray.errors import ConfigError, CoverageError
+    from lssr_ray.fileio import filesystem, is_s3
+
+    if not (cfg.start and cfg.end):
+        raise ConfigError("--stac-url needs --start and --end (the search's date range)")
+    aoi = read_aoi(cfg.aoi)
+    saved = (cfg.out or str(Path.cwd() / "out" / f"{aoi.name}.zarr")).rstrip("/") + ".search"
+    href = f"{saved}/catalog.json"
+    fs, path = filesystem(href) if is_s3(href) else (None, href)
+    if cfg.overwrite or not (fs.exists(path) if fs else Path(path).is_file()):
+        res = run_search(aoi, cfg.start, cfg.end, stac_url=cfg.stac_url)
+        if not len(res.items):
+            raise CoverageError(f"no HLS items over {cfg.aoi} from {cfg.start} to {cfg.end} at {cfg.stac_url}")
+        href = write_catalog(res.items, saved)
+        print(f"searched {cfg.stac_url}: {len(res.items)} items in {res.pages} page(s) -> {href}")
+    else:
+        print(f"using the saved search {href} (--overwrite searches again)")
+    return dataclasses.replace(cfg, catalog=href)
 
 
 def _ask(question: str) -> bool:
@@ -81,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     started = False
     try:
         cfg = config_from_args(a, MapConfig)
+        if cfg.stac_url:
+            cfg = searched_catalog(cfg)
         if a.stage == "data":
             rc = _data_stage(cfg)
             print(f"total wall time {time.perf_counter() - t0:.1f} s")

@@ -33,7 +33,8 @@ import numpy as np
 from affine import Affine
 
 from lssr_ray.config import OUTPUT_BANDS, GridConfig
-from lssr_ray.data.aux import AUX_KINDS, AuxArrays, read_aux
+from lssr_ray.data.aux import AUX_KINDS, SAR_MAX_GAP_DAYS, AuxArrays, AuxSource, read_aux
+from lssr_ray.data.aux_stac import aux_from_catalog
 from lssr_ray.data.coverage import covered_part, granule_overlaps, search_granules
 from lssr_ray.data.grid import Chip, ChipPlan, group_chips, union_window
 from lssr_ray.data.readers import LowRes, read_lowres
@@ -50,48 +51,6 @@ class GranuleLike(Protocol):
     transform: Any
     shape: tuple[int, int]
     assets: Mapping[str, str]
-
-
-SAR_MAX_GAP_DAYS = 16.0
-"""A Sentinel-1 scene is used for a chip only within this many days of its Landsat/HLS date."""
-
-
-@dataclass(frozen=True)
-class AuxSource:
-    """Where a chip's aux layers come from."""
-
-    dem: str | None = None
-    """DEM href (metres), or None."""
-    landcover: str | None = None
-    """Land-cover class-index href, or None."""
-    sar: tuple[tuple[Any, tuple[str, str]], ...] = ()
-    """Sentinel-1 scenes as ``(datetime, (vv_href, vh_href))``; the nearest in time is used."""
-    sar_max_gap_days: float = SAR_MAX_GAP_DAYS
-    """Largest |SAR date - granule date| in days; beyond it the chip gets no SAR (present 0)."""
-
-    def layers_for(self, when: Any) -> dict[str, Any]:
-        """The ``read_aux`` layer mapping for a granule acquired at ``when`` (aware datetime)."""
-        layers: dict[str, Any] = {"dem": self.dem, "landcover": self.landcover, "sar": None}
-        if self.sar and when is not None:
-            gap, pair = min(((abs((t - when).total_seconds()) / 86400, p) for t, p in self.sar), key=lambda x: x[0])
-            if gap <= self.sar_max_gap_days:
-                layers["sar"] = pair
-        return layers
-
-
-def aux_from_catalog(catalog: Any, aoi: Any) -> AuxSource:
-    """Aux hrefs over the AOI from an archive catalog (``lssr_ray.data.catalog.Catalog``).
-
-    DEM and land cover: the first item overlapping the AOI (one tile per AOI; several tiles
-    would need a mosaic). Sentinel-1: every overlapping scene, chosen per chip by date.
-    """
-    def first(kind: str, key: str) -> str | None:
-        items = catalog.aux_items(aoi.geometry, kind)
-        return items[0].assets.get(key) if items else None
-
-    sar = tuple((it.datetime, (it.assets["VV"], it.assets["VH"]))
-                for it in catalog.aux_items(aoi.geometry, "sentinel1") if {"VV", "VH"} <= set(it.assets))
-    return AuxSource(dem=first("dem", "elevation"), landcover=first("landcover", "landcover"), sar=sar)
 
 
 @dataclass(frozen=True)
@@ -196,13 +155,14 @@ def read_chips(
         # aux: one read per distinct layer set (SAR scene depends on the chip's date)
         aux_cut: dict[str, AuxArrays] = {}
         by_layers: dict[tuple, list[Chip]] = {}
+        where = aux.block_bounds(plan.grid, union_window([c.output_window for c in group]))
         for chip, (_, best, when) in zip(group, chosen):
             if best is not None:
-                by_layers.setdefault(_key(aux.layers_for(when)), []).append(chip)
+                by_layers.setdefault(_key(aux.layers_for(when, where)), []).append(chip)
         for key, chips in by_layers.items():
             ow = union_window([c.output_window for c in chips])
             t = plan.grid.output_transform @ Affine.translation(ow[1], ow[0])
-            arr = read_aux(dict(key), plan.grid.crs, transform=t, shape=(ow[2], ow[3]))
+            arr = read_aux(dict(key), plan.grid.crs, transform=t, shape=(ow[2], ow[3]), **aux.read_options())
             for c in chips:
                 aux_cut[c.id] = _cut_aux(arr, ow, c.output_window)
         for chip, (rec, best, _) in zip(group, chosen):
@@ -224,7 +184,9 @@ def read_chips(
 
 
 def _key(layers: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in layers.items()))
+    def frozen(v: Any) -> Any:
+        return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
+    return tuple(sorted((k, frozen(v)) for k, v in layers.items()))
 
 
 def _cut_aux(a: AuxArrays, outer: tuple[int, int, int, int], inner: tuple[int, int, int, int]) -> AuxArrays:
@@ -362,13 +324,16 @@ class DataStage:
 
 
 def plan_data_stage(aoi: Any, catalog: Any, *, config: GridConfig | None = None, start: str | None = None,
-                    end: str | None = None, collections: Sequence[str] | None = None) -> DataStage:
+                    end: str | None = None, collections: Sequence[str] | None = None,
+                    aux_stac: str | None = None, aux_collections: Mapping[str, str | None] | None = None) -> DataStage:
     """Search the catalog, snap the grid to the granules' 30 m lattice and plan the chips.
 
     Chips are planned only over the part of the AOI the granules' footprints cover
     (:func:`covered_part`; the rest is :attr:`DataStage.outside_km2`). The lattice anchor is taken
     from the first granule in the AOI's UTM CRS; granules in another zone are warped onto the grid
-    at read time. :class:`CoverageError` if no granule.
+    at read time. :class:`CoverageError` if no granule. Aux layers come from ``aux_stac`` (a STAC
+    API or item-collection file, :func:`~lssr_ray.data.aux_stac.aux_from_stac`, searched around
+    the granules' dates) when given, else from the catalog's own aux collections.
     """
     from lssr_ray.data.grid import anchor_of, plan_chips
 
@@ -378,7 +343,14 @@ def plan_data_stage(aoi: Any, catalog: Any, *, config: GridConfig | None = None,
     same = [g for g in granules if str(g.crs).upper() == aoi.crs.upper()]
     anchor = anchor_of(Affine(*tuple(same[0].transform)[:6])) if same else (0.0, 0.0)
     plan = plan_chips(aoi, config=config, anchor=anchor)
-    aux = aux_from_catalog(catalog, aoi) if hasattr(catalog, "aux_items") else AuxSource()
+    if aux_stac:
+        from lssr_ray.data.aux_stac import aux_from_stac
+
+        times = [g.datetime for g in granules]
+        aux = aux_from_stac(aux_stac, aoi, start=min(times, default=None), end=max(times, default=None),
+                            collections=aux_collections)
+    else:
+        aux = aux_from_catalog(catalog, aoi) if hasattr(catalog, "aux_items") else AuxSource()
     return DataStage(aoi=aoi, granules=tuple(granules), plan=plan, aux=aux, outside_km2=outside_km2)
 
 

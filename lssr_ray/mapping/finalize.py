@@ -11,6 +11,7 @@ from typing import Any
 
 from lssr_ray.mapping.classify_stage import ClassifyResult
 from lssr_ray.mapping.plan import MapPlan
+from lssr_ray.mapping.summary import modality_warnings
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ class FinalizeResult:
     crop_type: ClassifyResult | None = None
     """The crop_type stage's result, or None when it was skipped (the reason is noted in the
     store's ``crop_type_note`` attribute)."""
+    modalities: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per date label, predicted chips and how many had each aux layer (store ``modalities``)."""
+    modality_warnings: list[str] = field(default_factory=list)
+    """One line per aux layer some chips ran without (logged, and the store's ``modality_warnings``)."""
 
 
 def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: tuple[str | None, str | None],
@@ -43,7 +48,12 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
 
     cfg, chips = plan.cfg, plan.stage.plan
     counts = summarize(plan.store, len(plan.times), storage_options=storage_options)
-    finalize_store(plan.store, attrs={**counts, "chips": len(chips), "completed": True,
+    modalities = {plan.labels[ti]: m for ti, m in sorted(counts.pop("modalities_by_time").items())}
+    missing = modality_warnings(modalities)
+    for line in missing:
+        log.warning("%s", line)
+    finalize_store(plan.store, attrs={**counts, "modalities": modalities, "modality_warnings": missing,
+                                      "chips": len(chips), "completed": True,
                                       "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
                    storage_options=storage_options)
     quicklooks: list[str] = []
@@ -59,9 +69,9 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
     if clf_dir is None:
         log.info("NOTE: %s", clf_note)
         finalize_store(plan.store, attrs={"crop_type_note": clf_note}, storage_options=storage_options)
-        return FinalizeResult(quicklooks=quicklooks)
+        return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing)
     # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
-    return FinalizeResult(quicklooks=quicklooks,
+    return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing,
                           crop_type=classify_store(plan.store, clf_dir, storage_options=storage_options))
 
 

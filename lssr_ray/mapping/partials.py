@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.data.batch import PRESENT_KEYS
 from lssr_ray.errors import StoreError
 from lssr_ray.fileio import atomic_put, filesystem, is_remote
 
@@ -97,6 +98,7 @@ def commit_partial(
     granules: Iterable[str] = (),
     timing: Mapping[str, float] | None = None,
     layers: Mapping[str, np.ndarray] | None = None,
+    present: Sequence[float] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Commit one chip-date's result atomically; returns the partial's URL/path.
@@ -112,6 +114,8 @@ def commit_partial(
         granules: input granule ids the chip was made from.
         timing: seconds per step, e.g. ``{"read_s": 0.4, "infer_s": 1.2}``.
         layers: trust layers of an ``ok`` chip by name, each of ``sr``'s shape.
+        present: the chip's dem / landcover / sar presence flags (batch contract ``present``);
+            recorded as ``modalities`` (the names of the layers it had).
     """
     parse_chip_id(cid)
     if status not in ("ok", "skipped"):
@@ -142,6 +146,7 @@ def commit_partial(
         "granules": [str(g) for g in granules],
         "timing": {str(k): float(v) for k, v in dict(timing or {}).items()},
         "time_index": int(time_index),
+        **({"modalities": [k for k, v in zip(PRESENT_KEYS, present) if float(v) > 0]} if present is not None else {}),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     arrays["record"] = np.array(json.dumps(record))
@@ -235,9 +240,12 @@ def load_neighbourhood_layers(
 def summarize(store_url: str, n_times: int, *,
               storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Counts of ok / skipped chip-dates and skip reasons over time steps ``0 .. n_times - 1``
-    (for the store's attributes): ``{"chip_dates_ok", "chip_dates_skipped", "skip_reasons"}``."""
+    (for the store's attributes): ``{"chip_dates_ok", "chip_dates_skipped", "skip_reasons",
+    "modalities_by_time"}``; the last is ``{ti: {"chips": ok chips, "dem": n, "landcover": n,
+    "sar": n}}`` (chips that had each aux layer)."""
     counts: dict[str, int] = {"ok": 0, "skipped": 0}
     reasons: dict[str, int] = {}
+    modalities: dict[int, dict[str, int]] = {}
     for ti in range(int(n_times)):
         for cid in sorted(done_chip_ids(store_url, ti, storage_options=storage_options)):
             p = load_partial(store_url, ti, cid, with_sr=False, storage_options=storage_options)
@@ -246,7 +254,13 @@ def summarize(store_url: str, n_times: int, *,
             counts[p.record["status"]] = counts.get(p.record["status"], 0) + 1
             if p.record.get("reason"):
                 reasons[p.record["reason"]] = reasons.get(p.record["reason"], 0) + 1
-    return {"chip_dates_ok": counts["ok"], "chip_dates_skipped": counts["skipped"], "skip_reasons": reasons}
+            if "modalities" in p.record:  # ok chips committed by this version
+                m = modalities.setdefault(ti, {"chips": 0, **dict.fromkeys(PRESENT_KEYS, 0)})
+                m["chips"] += 1
+                for k in p.record["modalities"]:
+                    m[k] += 1
+    return {"chip_dates_ok": counts["ok"], "chip_dates_skipped": counts["skipped"], "skip_reasons": reasons,
+            "modalities_by_time": modalities}
 
 
 __all__ = [

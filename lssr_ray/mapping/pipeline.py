@@ -130,7 +130,8 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
         skip_examples=infer.skip_examples, chunks_written=blend.chunks_written,
         chunk_km2=(chips.chunk_size * chips.grid.output_resolution) ** 2 / 1e6, aoi_km2=chips.aoi_area_km2,
         wall_s=time.perf_counter() - t0, stage1_s=infer.seconds, stage2_s=blend.seconds,
-        quicklooks=final.quicklooks, warnings=list(plan.warnings), crop_type=final.crop_type)
+        quicklooks=final.quicklooks, warnings=[*plan.warnings, *final.modality_warnings], crop_type=final.crop_type,
+        modalities=final.modalities)
 
 
 def open_or_create_store(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> None:

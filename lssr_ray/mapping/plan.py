@@ -80,7 +80,11 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     from lssr_ray.config import portable_ref
     from lssr_ray.model.lssr import GRAPH_REVISION
 
+    aux = {}  # only when set, so runs on the archive's own aux layers keep their run id
+    if cfg.aux_stac:
+        aux = {"aux_stac": portable_ref(cfg.aux_stac, root=root), "aux_collections": cfg.aux_collections()}
     return {
+        **aux,
         "aoi_sha256": hashlib.sha256(aoi_bytes).hexdigest(),
         "catalog": portable_ref(cfg.catalog, root=root),
         "start": cfg.start,
@@ -99,6 +103,17 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     }
 
 
+def data_stage(cfg: MapConfig, aoi: Any) -> Any:
+    """The catalog search over ``aoi`` with the run's dates, asset access, grid and aux sources:
+    a :class:`~lssr_ray.data.cube.DataStage` (the one place a config becomes a data stage)."""
+    from lssr_ray.data.catalog import open_catalog
+    from lssr_ray.data.cube import plan_data_stage
+
+    return plan_data_stage(aoi, open_catalog(cfg.catalog, asset_access=cfg.asset_access), config=cfg.grid,
+                           start=cfg.start, end=cfg.end, aux_stac=cfg.aux_stac,
+                           aux_collections=cfg.aux_collections())
+
+
 def plan_map(cfg: MapConfig) -> MapPlan:
     """Validate the inputs and plan the run: AOI, catalog search, chips, dates, model identity.
 
@@ -106,15 +121,12 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     :class:`StorageUnreachableError` (S3 endpoint down) or :class:`MissingDataError`.
     """
     from lssr_ray.data.aoi import read_aoi
-    from lssr_ray.data.catalog import open_catalog
-    from lssr_ray.data.cube import plan_data_stage
     from lssr_ray.infer.factory import resolve_kind
     from lssr_ray.model.checkpoint import resolve_checkpoint
 
     check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
-    stage = plan_data_stage(aoi, open_catalog(cfg.catalog, asset_access=cfg.asset_access), config=cfg.grid,
-                            start=cfg.start, end=cfg.end)
+    stage = data_stage(cfg, aoi)
     if cfg.dates == "all":
         days = sorted({g.datetime.date() for g in stage.granules})
         by_time = {i: [g for g in stage.granules if g.datetime.date() == d] for i, d in enumerate(days)}
@@ -156,4 +168,4 @@ def work_items(plan: MapPlan, done: Mapping[int, set[str]]) -> list[dict[str, An
     return items
 
 
-__all__ = ["MapPlan", "committed", "plan_map", "run_identity", "work_items"]
+__all__ = ["MapPlan", "committed", "data_stage", "plan_map", "run_identity", "work_items"]

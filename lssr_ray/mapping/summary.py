@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from lssr_ray.data.batch import PRESENT_KEYS
 
 if TYPE_CHECKING:
     from lssr_ray.mapping.classify_stage import ClassifyResult
@@ -52,6 +55,10 @@ class MapSummary:
     crop_type: ClassifyResult | None = None
     """What the crop_type stage wrote, or None when it was skipped (``--classifier none`` or no
     bundled classifier; the store's ``crop_type_note`` attribute says why)."""
+    modalities: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per date ``{"chips": predicted chips, "dem": n, "landcover": n, "sar": n}``: how many of
+    the date's predicted chips had each aux layer (all committed chips, resumed ones included);
+    also the store's ``modalities`` attribute."""
 
     @property
     def ok(self) -> int:
@@ -101,6 +108,7 @@ class MapSummary:
             (f"rate       {self.chips_per_s:.3f} chips/s overall, {self.stage1_chips_per_s:.3f} chips/s "
              f"in stage 1, {self.km2_per_h:.1f} km2/h"),
         ]
+        lines += modality_lines(self.modalities)
         if self.quicklooks:
             lines.append(f"quicklooks {len(self.quicklooks)} PNG(s), e.g. {self.quicklooks[0]}")
         if self.crop_type is not None:
@@ -114,4 +122,27 @@ class MapSummary:
         return self.text()
 
 
-__all__ = ["MapSummary"]
+def modality_lines(modalities: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Summary lines: chips with each aux layer over all dates, and SAR per date (it changes by date)."""
+    if not modalities:
+        return []
+    total = sum(m["chips"] for m in modalities.values())
+    overall = ", ".join(f"{k} {sum(m[k] for m in modalities.values())}/{total}" for k in PRESENT_KEYS)
+    per_date = ", ".join(f"{d} {m['sar']}/{m['chips']}" for d, m in sorted(modalities.items()))
+    return [f"modalities {overall} chip-dates", f"           sar per date: {per_date}"]
+
+
+def modality_warnings(modalities: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """One warning per aux layer that some predicted chip-dates ran without (never silent)."""
+    out = []
+    total = sum(m["chips"] for m in modalities.values())
+    for kind in PRESENT_KEYS:
+        missing = {d: m["chips"] - m[kind] for d, m in sorted(modalities.items()) if m["chips"] > m[kind]}
+        if missing:
+            where = ", ".join(f"{d}: {n}" for d, n in list(missing.items())[:5]) + (", ..." if len(missing) > 5 else "")
+            out.append(f"aux layer {kind} missing for {sum(missing.values())} of {total} predicted chip-dates "
+                       f"({where}); those chips were predicted without it")
+    return out
+
+
+__all__ = ["MapSummary", "modality_lines", "modality_warnings"]

@@ -48,7 +48,7 @@ from lssr_ray.errors import (
     StorageUnreachableError,
 )
 
-_META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window")
+_META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window", "present")
 
 
 
@@ -281,9 +281,9 @@ class CommitPartials:
                            window=[int(v) for v in batch["window"][i]] if ok else None,
                            status="ok" if ok else "skipped", reason=None if ok else str(batch["reason"][i]),
                            detail=str(batch["detail"][i]), granules=grans, timing=timing,
-                           storage_options=self.storage_options)
+                           present=batch["present"][i] if ok else None, storage_options=self.storage_options)
             commit_s.append(time.perf_counter() - t0)
-        out = {k: np.asarray(batch[k]) for k in _META_COLS if k != "window"}
+        out = {k: np.asarray(batch[k]) for k in _META_COLS if k not in ("window", "present")}
         out.update(read_s=np.asarray(batch["read_s"]), infer_s=np.asarray(batch["infer_s"]),
                    commit_s=np.asarray(commit_s, np.float64))
         return out

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lssr_ray.cli import evaluate, map_region, train, train_classifier
+from lssr_ray.cli import evaluate, map_region, search_hls, train, train_classifier
 from lssr_ray.cli.args import config_from_args, config_values
 from lssr_ray.config import REPO_ROOT, GridConfig, MapConfig, TrainConfig, field_help, field_types
 from lssr_ray.errors import ConfigError
@@ -23,6 +23,8 @@ JOBS = {
     "evaluate": (evaluate, evaluate.EvalConfig, [], set()),
     "train_classifier": (train_classifier, train_classifier.ClassifierJobConfig,
                          ["--patch", "p", "--out", "o", "--compare"], set()),
+    "search_hls": (search_hls, search_hls.SearchConfig,
+                   ["--aoi", "a.geojson", "--start", "2021-06-01", "--end", "2021-06-30", "--out", "o"], set()),
 }
 
 

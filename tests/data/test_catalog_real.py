@@ -43,7 +43,7 @@ def real(tmp_path_factory):
 
 
 def test_items_without_proj_get_the_grid_of_their_tile(real):
-    assert len(real) == len(ITEMS) == 12
+    assert len(real) == len(ITEMS) == 16
     assert real.collections == ("HLSL30_2.0", "HLSS30_2.0")
     g = real.get("HLS.S30.T11SLT.2025002T183751.v2.0")
     assert not any(k.startswith("proj:") for k in json.loads((CMR / "items" / f"{g.id}.json").read_text())["properties"])
@@ -112,7 +112,7 @@ def test_item_collection_on_s3(s3_bucket, tmp_path):
     bucket = url.removeprefix("s3://")
     client.upload_file(str(path), bucket, "runs/search.json")
     remote = open_catalog(f"{url}/runs/search.json", asset_access="s3")
-    assert len(remote) == 12 and remote.get("HLS.L30.T11SLU.2025006T182824.v2.0").assets["B04"].startswith(
+    assert len(remote) == 16 and remote.get("HLS.L30.T11SLU.2025006T182824.v2.0").assets["B04"].startswith(
         "s3://lp-prod-protected/HLSL30.020/")
 
 

@@ -107,10 +107,11 @@ def test_resume_after_crash(tmp_path):
     second = _run(store, chips)
     assert second == chips[6:]  # only the unfinished chips are redone
     assert _run(store, chips) == []
-    assert P.summarize(store, 1) == {"chip_dates_ok": 8, "chip_dates_skipped": 2, "skip_reasons": {"all_cloud": 2}}
+    assert P.summarize(store, 1) == {"chip_dates_ok": 8, "chip_dates_skipped": 2, "skip_reasons": {"all_cloud": 2},
+                                     "modalities_by_time": {}}  # committed without presence flags
     P.commit_partial(store, 2, chips[0], status="skipped", reason="nodata")  # a later date: counted too
     assert P.summarize(store, 3) == {"chip_dates_ok": 8, "chip_dates_skipped": 3,
-                                     "skip_reasons": {"all_cloud": 2, "nodata": 1}}
+                                     "skip_reasons": {"all_cloud": 2, "nodata": 1}, "modalities_by_time": {}}
 
 
 def test_neighbourhood(tmp_path):

@@ -146,3 +146,17 @@ def test_summary_records_and_quicklook(run):
     (png,) = summary.quicklooks
     img = mpimg.imread(png)
     assert img.shape[1] > 1.5 * img.shape[0]  # two panels side by side
+
+
+def test_missing_aux_modalities_are_reported(run):
+    """Alabama has no aux layer in the bundled archive: the run says so per date, in the store
+    and in its warnings, instead of predicting without them silently."""
+    from lssr_ray.mapping.store import open_store
+
+    cfg, plan, summary, _ = run
+    none = {"chips": 4, "dem": 0, "landcover": 0, "sar": 0}
+    assert summary.modalities == {plan.labels[0]: none}
+    a = open_store(cfg.out).attrs
+    assert a["modalities"] == {plan.labels[0]: none}
+    assert len(a["modality_warnings"]) == 3 and all(w in summary.warnings for w in a["modality_warnings"])
+    assert "modalities dem 0/4, landcover 0/4, sar 0/4 chip-dates" in summary.text()

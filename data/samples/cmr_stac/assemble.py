@@ -1,6 +1,7 @@
 """Rebuild this folder's CMR-STAC documents from the recorded public facts in ``sources/``.
 
-Run from anywhere: ``python data/samples/cmr_stac/assemble.py``. It writes ``landing.json``,
+Run from anywhere with the project installed: ``.venv/bin/python data/samples/cmr_stac/assemble.py``
+(it uses ``lssr_ray.data.mgrs.tile_grid`` for tile footprints). It writes ``landing.json``,
 ``conformance.json``, ``items/<id>.json`` and ``aoi_los_angeles.geojson`` (the collections are
 stored as recorded, see PROVENANCE.md). Every rule below is stated in PROVENANCE.md with its
 source; the output is deterministic, so a rerun reproduces the committed files byte for byte.
@@ -12,6 +13,9 @@ import json
 from pathlib import Path
 
 from pyproj import Transformer
+
+from lssr_ray.data.hls import parse_name
+from lssr_ray.data.mgrs import tile_grid
 
 HERE = Path(__file__).resolve().parent
 STAC_ROOT = "https://cmr.earthdata.nasa.gov/stac"
@@ -109,13 +113,16 @@ def bbox(geometry: dict) -> list[float]:
 
 
 def mgrs_tile_ring(tile: str) -> list[list[float]]:
-    """Corners of a 109.8 km HLS tile (zone 11, 100 km column L, rows T/U only: what we need)."""
-    zone, col, row = int(tile[:2]), tile[3], tile[4]
-    assert zone == 11 and col == "L" and row in "TU", tile  # zone 11 set 2: L = 300-400 km east
-    north = {"T": 3_800_000.0, "U": 3_900_000.0}[row]  # rows T/U at 34 N: 37th/38th 100 km row
-    x0, x1, y0, y1 = 300_000.0, 300_000.0 + 109_800.0, north - 109_800.0, north
-    to_ll = Transformer.from_crs("EPSG:32611", "EPSG:4326", always_xy=True)
+    """Corners of the HLS tile's 3660 x 3660 30 m square in its UTM zone (``tile_grid``), in lon/lat."""
+    epsg, (res, _, x0, _, neg_res, y1), (rows, cols) = tile_grid(tile)
+    x1, y0 = x0 + res * cols, y1 + neg_res * rows
+    to_ll = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
     return [[round(c, 8) for c in to_ll.transform(x, y)] for x, y in ((x0, y1), (x0, y0), (x1, y0), (x1, y1))]
+
+
+def id_datetime(item_id: str) -> str:
+    """The acquisition time in the granule id, as RFC 3339 (see PROVENANCE.md: what it is per sensor)."""
+    return parse_name(item_id).datetime.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def item(item_id: str, geometry: dict, properties: dict) -> dict:
@@ -139,6 +146,10 @@ def main() -> None:
         tile = rec["id"].split(".")[2][1:]
         out.append(item(rec["id"], polygon(mgrs_tile_ring(tile)),
                         {"datetime": rec["datetime"], "eo:cloud_cover": rec["eo:cloud_cover"]}))
+    # Ids named in public code (Iowa): only the id is recorded; time from the id, tile footprint.
+    for rec in src["named_granules"]["items"]:
+        tile = rec["id"].split(".")[2][1:]
+        out.append(item(rec["id"], polygon(mgrs_tile_ring(tile)), {"datetime": id_datetime(rec["id"])}))
     for it in out:
         dump(it, HERE / "items" / f"{it['id']}.json")
 
