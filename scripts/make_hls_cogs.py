@@ -36,17 +36,18 @@ dataset tags ``NCOLS``/``NROWS`` 3660, ``SPATIAL_RESOLUTION`` 30, ``ULX``/``ULY`
 int16 x 1e-4, with its BQA-derived Fmask; data/archive/PROVENANCE.md) is mirror-tiled over the
 tile: the pixel at absolute UTM position (x, y) takes source pixel
 (mirror(floor(-y / 30)), mirror(floor(x / 30))), mirror folding the index back and forth over the
-source size. So the texture, value range and cloud pattern (about 6 % cloud) are real and
-compress like real data, and the overlap of two tiles of one zone shows the same ground (to the
-10 m shift between neighbouring tiles' 30 m lattices). B01 and the thermal, cirrus and angle
+source size. So the texture, value range and cloud pattern (about 6 % cloud, 16 % with the
+adjacent ring: ``eo:cloud_cover``) are real and compress like real data (21-26 MB per int16 band),
+and the overlap of two tiles of one zone shows the same pixels (tile corners lie on a 60 m
+lattice, so neighbours of one zone share the 30 m lattice). B01 and the thermal, cirrus and angle
 files are not made (the source has no such bands); items list only the bands made.
 
 **Items** take their shape from a CMR-STAC HLSL30_2.0 item (``--item-template``, default the first
 L30 item of data/samples/cmr_stac/items/, assembled there from recorded real CMR granule records
 and CMR-STAC's source, see its PROVENANCE.md: ``stac_version`` 1.1.0, properties ``datetime``,
 ``eo:cloud_cover``, ``storage:schemes``; assets B01-B07, B09-B11, Fmask, SAA, SZA, VAA, VZA with
-https hrefs and ``s3_<key>`` twins carrying ``storage:refs``, ``browse``, ``metadata``): every field is kept, the template's granule id
-is replaced by the new one in the id and asset hrefs (https under
+https hrefs and ``s3_<key>`` twins carrying ``storage:refs``, ``browse``, ``metadata``): every
+field is kept, the template's granule id is replaced by the new one in the id and asset hrefs (https under
 ``data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected`` and ``s3_<key>`` twins under
 ``s3://lp-prod-protected``), ``datetime``/``start_datetime``/``end_datetime`` are set to the
 sensing time, ``eo:cloud_cover`` from the Fmask, geometry/bbox from the tile footprint, and
