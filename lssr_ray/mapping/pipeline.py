@@ -171,7 +171,8 @@ def open_or_create_store(plan: MapPlan, storage_options: Mapping[str, Any] | Non
     )
     create_store(url, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=g.output_shape,
                  chunk=plan.stage.plan.chunk_size, times=plan.times, attrs=attrs,
-                 storage_options=storage_options, overwrite=cfg.overwrite, trust_layers=trust_vars(cfg.uncertainty))
+                 storage_options=storage_options, overwrite=cfg.overwrite, trust_layers=trust_vars(cfg.uncertainty),
+                 time_coords=plan.time_coords)
 
 
 def config_from(cfg: MapConfig, **changes: Any) -> MapConfig:

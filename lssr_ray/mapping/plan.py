@@ -38,9 +38,10 @@ class MapPlan:
     store: str
     """Output store URL/path."""
     times: list[np.datetime64]
-    """Store time axis (day precision)."""
+    """Store time axis (day precision): local solar days (:func:`lssr_ray.data.mosaic.solar_day`)."""
     granules_by_time: dict[int, list[Any]]
-    """Granules each time step chooses from (one date's, or all for ``clearest``)."""
+    """Granules each time step fuses (one solar day's), or all for ``clearest`` (each chip then
+    takes its clearest day's mosaic)."""
     engine: str
     """Concrete engine kind."""
     checkpoint: str | None
@@ -64,6 +65,13 @@ class MapPlan:
         return {i: str(t) for i, t in enumerate(self.times)}
 
     @property
+    def time_coords(self) -> dict[str, list[str]]:
+        """Store coordinates along ``time``: ``sensor`` and ``granules`` feeding each step's mosaic."""
+        from lssr_ray.data.mosaic import time_provenance
+
+        return time_provenance(self.granules_by_time)
+
+    @property
     def chip_ids(self) -> list[str]:
         """Ids of the planned chips, plan order."""
         return [c.id for c in self.stage.plan.chips]
@@ -78,6 +86,7 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     """
     import lssr_ray
     from lssr_ray.config import portable_ref
+    from lssr_ray.data.mosaic import MOSAIC_VERSION
     from lssr_ray.model.lssr import GRAPH_REVISION
 
     return {
@@ -95,6 +104,7 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
         "engine": engine,
         "uncertainty": bool(cfg.uncertainty),  # adds a store variable and changes stage-1 partials
         "graph_revision": GRAPH_REVISION,
+        "mosaic": MOSAIC_VERSION,  # solar-day steps fused per pixel: same-day L30+S30 change the inputs
         "software_version": lssr_ray.__version__,
     }
 
@@ -108,17 +118,19 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     from lssr_ray.data.aoi import read_aoi
     from lssr_ray.data.catalog import open_catalog
     from lssr_ray.data.cube import plan_data_stage
+    from lssr_ray.data.mosaic import group_by_solar_day
     from lssr_ray.infer.factory import resolve_kind
     from lssr_ray.model.checkpoint import resolve_checkpoint
 
     check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
     stage = plan_data_stage(aoi, open_catalog(cfg.catalog), config=cfg.grid, start=cfg.start, end=cfg.end)
+    by_day = group_by_solar_day(stage.granules)  # a time step is a local solar day, not a UTC date
     if cfg.dates == "all":
-        days = sorted({g.datetime.date() for g in stage.granules})
-        by_time = {i: [g for g in stage.granules if g.datetime.date() == d] for i, d in enumerate(days)}
+        days = list(by_day)
+        by_time = {i: grans for i, grans in enumerate(by_day.values())}
     else:
-        days = [stage.granules[0].datetime.date()]
+        days = [next(iter(by_day))]
         by_time = {0: list(stage.granules)}
     ref = resolve_checkpoint(cfg.checkpoint, base=cfg.base, seed=cfg.seed)
     checkpoint, warn = ref.path, ref.warning
