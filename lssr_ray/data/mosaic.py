@@ -21,7 +21,8 @@ first, is deterministic and does not depend on how chips are grouped into read b
 4. granule id (alphabetical), so equal ranks resolve the same way on every run.
 
 A pixel that no granule sees clear stays NaN (not clear); a chip is skipped only when no
-granule of the day has a clear pixel in it. :data:`MOSAIC_VERSION` enters the run identity.
+granule of the day has a clear pixel in it. :data:`MOSAIC_VERSION` is recorded in the store's
+``mosaic_version`` attribute.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from lssr_ray.data.readers import LowRes
 
 MOSAIC_VERSION = 1
-"""Version of the time-step and fusion rules (solar day, per-pixel rank); part of the run identity."""
+"""Version of the time-step and fusion rules (solar day, per-pixel rank), recorded in the store."""
 SENSOR_ORDER = ("L30", "S30")
 """Same-day sensor policy: earlier wins where both are clear (unknown sensors rank after these)."""
 

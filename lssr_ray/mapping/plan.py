@@ -86,7 +86,6 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     """
     import lssr_ray
     from lssr_ray.config import portable_ref
-    from lssr_ray.data.mosaic import MOSAIC_VERSION
     from lssr_ray.model.lssr import GRAPH_REVISION
 
     return {
@@ -104,7 +103,6 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
         "engine": engine,
         "uncertainty": bool(cfg.uncertainty),  # adds a store variable and changes stage-1 partials
         "graph_revision": GRAPH_REVISION,
-        "mosaic": MOSAIC_VERSION,  # solar-day steps fused per pixel: same-day L30+S30 change the inputs
         "software_version": lssr_ray.__version__,
     }
 

@@ -19,7 +19,7 @@ from shapely.geometry import box, mapping
 from lssr_ray.config import OUTPUT_BANDS, GridConfig
 from lssr_ray.data import hls
 from lssr_ray.data.aoi import parse_aoi
-from lssr_ray.data.cube import build_cube
+from lssr_ray.data.cube import build_cube, read_chips
 from lssr_ray.data.grid import OutputGrid, plan_chips
 from lssr_ray.data.masks import clear_from_fmask
 from lssr_ray.data.mosaic import (
@@ -252,3 +252,26 @@ def test_store_time_coords_name_sensors_and_granules(scene, tmp_path):
     with rasterio.open(gdal_path(url)) as src:  # GDAL still opens the variable
         assert src.count == 3 * len(OUTPUT_BANDS) and src.crs.to_string() == grid.crs
 
+
+
+def test_clearest_mode_takes_the_clearest_days_mosaic(scene):
+    a, b, c, grid = scene
+    later = dataclasses.replace(c, datetime=c.datetime + dt.timedelta(days=2))  # S30, cloud over columns 0..40
+    plan = plan_chips(_aoi_over(grid, (10, 40), (20, 48)), config=GridConfig(chip_size=32, overlap=4),
+                      anchor=(grid.input_transform.c % 30, grid.input_transform.f % 30))
+    recs = [r for r, _ in read_chips(plan, [later, a, b], block=4)]
+    # A's cloud (30..70) is filled from B the same day: that mosaic beats the later S30 alone
+    assert recs and all(r.solar_day == "2015-08-03" and set(r.granules) <= {a.id, b.id} for r in recs)
+    assert any(r.granules == (a.id, b.id) for r in recs)
+
+
+def test_plan_steps_are_solar_days_with_their_sensors():
+    from lssr_ray.config import REPO_ROOT, MapConfig
+    from lssr_ray.mapping.plan import plan_map
+
+    aoi = str(REPO_ROOT / "examples" / "flanders_31UDS.geojson")
+    plan = plan_map(MapConfig(aoi=aoi, start="2018-07-31", end="2018-08-03"))
+    # the bundled archive's L30 and S30 of 2018-08-02 (10:39 and 10:59 UTC, 3 E) are one step
+    assert [str(t) for t in plan.times] == ["2018-08-02"]
+    assert plan.time_coords == {"sensor": ["L30+S30"], "granules": [
+        "HLS.L30.T31UDS.2018214T103944.v2.0,HLS.S30.T31UDS.2018214T105938.v2.0"]}
