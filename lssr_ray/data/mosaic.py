@@ -1,10 +1,10 @@
 """Per-pixel mosaic of the granules of one local solar day, before chips are cut.
 
 A time step of a mapping run is one **local solar day**: the UTC acquisition time plus the
-longitude of the granule footprint's centre / 15 hours (:func:`solar_day`). HLS acquisitions
-over the Americas fly around 16-18 h UTC and over East Asia around 02-04 h UTC, so a UTC date can
-split one overpass (adjacent MGRS tiles, the overlap between UTM zones) or join two days; the
-solar day does neither.
+longitude of the granule footprint's centre / 15 hours (:func:`solar_day`). Landsat and
+Sentinel-2 cross at about 10-11 h local solar time, near UTC midnight around 150-165 E, where a
+UTC date can split one morning's granules (L30 and S30, adjacent MGRS tiles) into two steps or
+join two mornings; the solar day does neither.
 
 Within one solar day, every granule read over a block (:class:`~lssr_ray.data.readers.LowRes`)
 is fused per pixel (:func:`mosaic_day`): a pixel takes the reflectance of the highest-ranked
