@@ -30,6 +30,7 @@ class TestGranule:
     transform: Any
     shape: tuple[int, int]
     assets: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def _write(path: Path, arr: np.ndarray, profile: dict[str, Any]) -> None:
@@ -40,6 +41,35 @@ def _write(path: Path, arr: np.ndarray, profile: dict[str, Any]) -> None:
                 compress="deflate", height=arr.shape[0], width=arr.shape[1])
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(arr, 1)
+
+
+def write_hls_granule(folder: Path, gid: str, collection: str, when: dt.datetime, crs: Any, transform: Any,
+                      bands: dict[str, np.ndarray], fmask: np.ndarray,
+                      properties: dict[str, Any] | None = None) -> TestGranule:
+    """Write an HLS v2.0-format granule (one tiled DEFLATE GeoTIFF per band: int16 DN with nodata
+    -9999, ``Fmask`` uint8 with fill 255) named ``<gid>.<band id>.tif`` and return its granule."""
+    from rasterio.warp import transform_bounds
+
+    from lssr_ray.data import hls
+
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = {"crs": crs, "transform": transform, "nodata": hls.NODATA}
+    assets = {}
+    for bid, dn in bands.items():
+        assets[bid] = str(folder / f"{gid}.{bid}.tif")
+        _write(Path(assets[bid]), np.asarray(dn, np.int16), profile)
+    assets["Fmask"] = str(folder / f"{gid}.Fmask.tif")
+    _write(Path(assets["Fmask"]), np.asarray(fmask, np.uint8), dict(profile, nodata=hls.FMASK_FILL))
+    h, w = np.shape(fmask)
+    bbox = transform_bounds(crs, "EPSG:4326", *_lbrt(h, w, transform))
+    return TestGranule(gid, collection, when, str(crs), tuple(bbox), transform, (h, w), assets,
+                       properties=dict(properties or {}))
+
+
+@pytest.fixture(scope="session")
+def hls_granule_writer():
+    """:func:`write_hls_granule`: small HLS-format granules from arrays (tests build scenes from real crops)."""
+    return write_hls_granule
 
 
 def make_l30_granule(folder: Path, *, rows: slice = slice(0, 150), cols: slice = slice(0, 150),
@@ -57,7 +87,6 @@ def make_l30_granule(folder: Path, *, rows: slice = slice(0, 150), cols: slice =
     from lssr_ray.data.landsat_l1 import open_scene
     from lssr_ray.data.masks import decode_bqa_precollection
 
-    folder.mkdir(parents=True, exist_ok=True)
     scene = open_scene(ALABAMA)
     when = scene.mtl.acquired.replace(microsecond=0)
     gid = hls.format_name("L30", "16RDU", when) + (".cloudy" if all_cloud else "")
@@ -65,28 +94,15 @@ def make_l30_granule(folder: Path, *, rows: slice = slice(0, 150), cols: slice =
     with rasterio.open(scene.band_files["B4"]) as src:
         transform = src.window_transform(win)
         crs = src.crs
-        profile = {"crs": crs, "transform": transform, "nodata": hls.NODATA}
-    assets = {}
+    bands = {}
     for name, bid in hls.BANDS["L30"].items():
-        if name not in ("blue", "green", "red", "nir", "swir1", "swir2"):
-            continue
-        refl, _ = scene.read_toa(int(bid[1:]))
-        dn = hls.from_reflectance(refl[rows, cols])
-        p = folder / f"{gid}.{bid}.tif"
-        _write(p, dn, profile)
-        assets[bid] = str(p)
+        if name in ("blue", "green", "red", "nir", "swir1", "swir2"):
+            bands[bid] = hls.from_reflectance(scene.read_toa(int(bid[1:]))[0][rows, cols])
     bqa, _ = scene.read_dn("BQA")
     d = decode_bqa_precollection(bqa[rows, cols])
     cloud = np.ones_like(d["fill"]) if all_cloud else d["cloud"] == 3
     fm = hls.encode_fmask(cloud=cloud, fill=d["fill"])
-    p = folder / f"{gid}.Fmask.tif"
-    _write(p, fm, dict(profile, nodata=hls.FMASK_FILL))
-    assets["Fmask"] = str(p)
-    h, w = rows.stop - rows.start, cols.stop - cols.start
-    from rasterio.warp import transform_bounds
-
-    bbox = transform_bounds(crs, "EPSG:4326", *_lbrt(h, w, transform))
-    return TestGranule(gid, "HLSL30", when, str(crs), tuple(bbox), transform, (h, w), assets)
+    return write_hls_granule(folder, gid, "HLSL30", when, crs, transform, bands, fm)
 
 
 def _lbrt(h: int, w: int, t: Any) -> tuple[float, float, float, float]:

@@ -1,10 +1,11 @@
 """The aligned input cube: every chip's inputs on one grid, written as a georeferenced Zarr store.
 
-For each chip the clearest granule (highest clear fraction on the chip, earliest on ties) of
-the catalog search is used. Chips are read in lattice blocks: each band of a granule is read
-once per block and cut into chips (:meth:`lssr_ray.data.readers.LowRes.cut`); aux layers are
-warped once per block onto the block's 10 m window and cut the same way. Chips with no clear pixel are skipped (``all_cloud``, or
-``nodata`` when no granule has data there) and recorded, never fatal.
+For each chip the granules of one local solar day are fused per pixel by clear-sky quality
+(:mod:`lssr_ray.data.mosaic`); given several days (``dates=clearest``) the day whose mosaic is
+clearest on the chip is used (earliest on ties). Chips are read in lattice blocks: each band of
+a granule is read once per block, fused, and cut into chips; aux layers are warped once per
+block onto the block's 10 m window and cut the same way. Chips with no clear pixel in any
+granule are skipped (``all_cloud``, or ``nodata`` when no granule has data there) and recorded.
 
 Store layout (Zarr v2 so GDAL 3.10 can open it, CRS + transform via rioxarray):
 
@@ -12,7 +13,8 @@ Store layout (Zarr v2 so GDAL 3.10 can open it, CRS + transform via rioxarray):
   OUTPUT_BANDS order (NaN = nodata/cloud), ``clear`` (y, x) uint8, ``month`` (y, x) uint8 (0 = none);
 * group ``aux_10m`` on the 10 m output grid: ``dem`` (y, x) m, ``landcover`` (y, x) int16,
   ``sar`` (pol, y, x) dB;
-* ``chips.json``: one record per chip (id, windows, bounds, granule, clear fraction, skip reason).
+* ``chips.json``: one record per chip (id, windows, bounds, contributing granules and sensors,
+  solar day, clear fraction, skip reason).
 
 Only chip cores are written, so each core is one chunk (``stride`` px at 30 m, ``stride*3`` at 10 m).
 The cube is assembled in memory before writing: about 17 bytes per 10 m pixel (6 x 4 B / 9 for
@@ -37,8 +39,9 @@ from lssr_ray.data.aux import AUX_KINDS, SAR_MAX_GAP_DAYS, AuxArrays, AuxSource,
 from lssr_ray.data.aux_stac import aux_from_catalog
 from lssr_ray.data.coverage import covered_part, granule_overlaps, search_granules
 from lssr_ray.data.grid import Chip, ChipPlan, group_chips, union_window
+from lssr_ray.data.mosaic import DayMosaic, clearest_cut, mosaic_days
 from lssr_ray.data.readers import LowRes, read_lowres
-from lssr_ray.errors import ChipSkipped, MissingDataError
+from lssr_ray.errors import MissingDataError
 
 
 class GranuleLike(Protocol):
@@ -64,19 +67,25 @@ class ChipRecord:
     bounds: tuple[float, float, float, float]
     """(left, bottom, right, top) metres in the grid CRS, halo included."""
     granule_id: str | None = None
-    """Granule chosen for the chip (None if skipped before choosing)."""
+    """Top-ranked granule that contributed clear pixels to the chip (None if skipped)."""
     month: int = 0
-    """Acquisition month 1..12 of the chosen granule (0 if none)."""
+    """Month 1..12 of the chip's solar day (0 if none)."""
     clear_fraction: float = 0.0
-    """Fraction of clear 30 m pixels in the chip window (halo included) for the chosen granule."""
+    """Fraction of clear 30 m pixels in the chip window (halo included) in the day's mosaic."""
     data_fraction: float = 0.0
-    """Fraction of the chip window the chosen granule has data for (cloudy or clear)."""
+    """Fraction of the chip window some granule of the day has data for (cloudy or clear)."""
     present: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """1 where dem / landcover / sar exist for the chip."""
     skipped: str | None = None
     """ChipSkipped reason token (``all_cloud``, ``nodata``, ``corrupt_source``...) or None."""
     detail: str = ""
     """Human-readable detail of a skip or of granules that failed to read."""
+    granules: tuple[str, ...] = ()
+    """Every granule that gave the chip a clear pixel, mosaic rank order (:mod:`lssr_ray.data.mosaic`)."""
+    sensor: str = ""
+    """Sensors of :attr:`granules`: ``"L30"``, ``"S30"`` or ``"L30+S30"``."""
+    solar_day: str = ""
+    """Local solar day (ISO date) of the chip's mosaic."""
 
 
 @dataclass
@@ -105,7 +114,7 @@ class CubeResult:
                   "  granule / status")]
         for r in self.records:
             b = ", ".join(f"{v:.0f}" for v in r.bounds)
-            status = f"SKIPPED {r.skipped}: {r.detail}" if r.skipped else f"{r.granule_id} (month {r.month})"
+            status = f"SKIPPED {r.skipped}: {r.detail}" if r.skipped else f"{','.join(r.granules) or r.granule_id} (month {r.month})"
             lines.append(f"{r.chip_id:<10} {r.input_window!s:<28} ({b}){'':<2} "
                          f"{r.clear_fraction:6.2f} {r.data_fraction:5.2f}  {status}")
         return "\n".join(lines)
@@ -124,13 +133,8 @@ class CubeResult:
         )
 
 
-def read_chips(
-    plan: ChipPlan,
-    granules: Sequence[Any],
-    *,
-    aux: AuxSource | None = None,
-    block: int = 4,
-) -> Iterator[tuple[ChipRecord, dict[str, np.ndarray] | None]]:
+def read_chips(plan: ChipPlan, granules: Sequence[Any], *, aux: AuxSource | None = None,
+               block: int = 4) -> Iterator[tuple[ChipRecord, dict[str, np.ndarray] | None]]:
     """Yield ``(record, inputs)`` per chip, plan order; ``inputs`` is None for a skipped chip.
 
     Per block of ``block`` x ``block`` chips each granule band and each aux layer is read
@@ -151,7 +155,8 @@ def read_chips(
                 blocks.append((g, read_lowres(g, plan.grid, window=win)))
             except MissingDataError as exc:
                 failures.append(str(exc))
-        chosen = [_choose(chip, blocks, failures) for chip in group]
+        days = mosaic_days(blocks, plan.grid.crs)  # fused per pixel, one per solar day
+        chosen = [_choose(chip, days, failures) for chip in group]
         # aux: one read per distinct layer set (SAR scene depends on the chip's date)
         aux_cut: dict[str, AuxArrays] = {}
         by_layers: dict[tuple, list[Chip]] = {}
@@ -197,27 +202,22 @@ def _cut_aux(a: AuxArrays, outer: tuple[int, int, int, int], inner: tuple[int, i
     return AuxArrays(dem, lc, sar, present)
 
 
-def _choose(chip: Chip, blocks: list[tuple[Any, LowRes]], failures: list[str]) -> tuple[ChipRecord, LowRes | None, Any]:
-    """The clearest granule for ``chip`` (earliest on ties), or a skip record."""
+def _choose(chip: Chip, days: list[DayMosaic], failures: list[str]) -> tuple[ChipRecord, LowRes | None, Any]:
+    """The chip cut from its clearest solar-day mosaic (one day for ``dates=all``), or a skip record."""
     rec = {"chip_id": chip.id, "input_window": tuple(chip.input_window), "bounds": tuple(chip.bounds)}
-    try:
-        if not blocks:
-            reason = "corrupt_source" if failures else "missing_granule"
-            raise ChipSkipped(chip.id, reason, "; ".join(failures) or "no granule overlaps the chip")
-        cuts = [b.cut(chip.input_window) for _, b in blocks]
-        i_best = max(range(len(cuts)), key=lambda i: cuts[i].clear_fraction)  # max keeps the first on ties
-        best = cuts[i_best]
-        if best.clear_fraction == 0.0:
-            has_data = any(bool(c.observed.any()) for c in cuts)
-            raise ChipSkipped(
-                chip.id, "all_cloud" if has_data else "nodata",
-                f"0 clear pixels in {len(cuts)} granule(s): {', '.join(c.granule_id for c in cuts)}",
-            )
-    except ChipSkipped as skip:
-        return ChipRecord(**rec, skipped=skip.reason, detail=skip.detail), None, None
-    record = ChipRecord(**rec, granule_id=best.granule_id, month=best.month, clear_fraction=best.clear_fraction,
-                        data_fraction=float(best.observed.mean()), detail="; ".join(failures))
-    return record, best, blocks[i_best][0].datetime
+    if not days:
+        reason = "corrupt_source" if failures else "missing_granule"
+        return ChipRecord(**rec, skipped=reason, detail="; ".join(failures) or "no granule overlaps the chip"), None, None
+    best = clearest_cut(days, chip.input_window)
+    if best.lowres.clear_fraction == 0.0:
+        seen = any(bool(d.lowres.cut(chip.input_window).observed.any()) for d in days)
+        ids = [g for d in days for g in d.granules]
+        return ChipRecord(**rec, skipped="all_cloud" if seen else "nodata",
+                          detail=f"0 clear pixels in {len(ids)} granule(s): {', '.join(ids)}"), None, None
+    low = best.lowres
+    return ChipRecord(**rec, granule_id=best.granules[0], month=low.month, clear_fraction=low.clear_fraction,
+                      data_fraction=float(low.observed.mean()), detail="; ".join(failures), granules=best.granules,
+                      sensor=best.sensor, solar_day=best.day.day.isoformat()), low, best.day.when
 
 
 def build_cube(

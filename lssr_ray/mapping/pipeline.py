@@ -138,6 +138,7 @@ def open_or_create_store(plan: MapPlan, storage_options: Mapping[str, Any] | Non
     """Create the run's store (template and provenance attributes), or check that the existing
     store of this project may be resumed by this run: ``--resume``, the same run identity and
     the same grid; a :class:`ConfigError` / :class:`StoreError` otherwise."""
+    from lssr_ray.data.mosaic import MOSAIC_VERSION
     from lssr_ray.mapping.output_target import OURS, output_state
     from lssr_ray.mapping.provenance import provenance_attrs
     from lssr_ray.mapping.store import create_store, open_store, read_layout
@@ -168,11 +169,12 @@ def open_or_create_store(plan: MapPlan, storage_options: Mapping[str, Any] | Non
         extra={"run_config": json.dumps(plan.identity, sort_keys=True), "run_id": plan.run_id,
                "time_mode": plan.cfg.dates, "chip_size": plan.cfg.grid.chip_size, "overlap": plan.cfg.grid.overlap,
                "aoi": Path(plan.cfg.aoi).name, "warnings": list(plan.warnings), "aoi_notes": list(plan.notes),
-               "outside_coverage_km2": round(plan.stage.outside_km2, 4)},
+               "outside_coverage_km2": round(plan.stage.outside_km2, 4), "mosaic_version": MOSAIC_VERSION},
     )
     create_store(url, crs=g.crs, transform=tuple(g.output_transform)[:6], shape=g.output_shape,
                  chunk=plan.stage.plan.chunk_size, times=plan.times, attrs=attrs,
-                 storage_options=storage_options, overwrite=cfg.overwrite, trust_layers=trust_vars(cfg.uncertainty))
+                 storage_options=storage_options, overwrite=cfg.overwrite, trust_layers=trust_vars(cfg.uncertainty),
+                 time_coords=plan.time_coords)
 
 
 def config_from(cfg: MapConfig, **changes: Any) -> MapConfig:

@@ -38,9 +38,10 @@ class MapPlan:
     store: str
     """Output store URL/path."""
     times: list[np.datetime64]
-    """Store time axis (day precision)."""
+    """Store time axis (day precision): local solar days (:func:`lssr_ray.data.mosaic.solar_day`)."""
     granules_by_time: dict[int, list[Any]]
-    """Granules each time step chooses from (one date's, or all for ``clearest``)."""
+    """Granules each time step fuses (one solar day's), or all for ``clearest`` (each chip then
+    takes its clearest day's mosaic)."""
     engine: str
     """Concrete engine kind."""
     checkpoint: str | None
@@ -62,6 +63,13 @@ class MapPlan:
     def labels(self) -> dict[int, str]:
         """``{ti: "YYYY-MM-DD"}``."""
         return {i: str(t) for i, t in enumerate(self.times)}
+
+    @property
+    def time_coords(self) -> dict[str, list[str]]:
+        """Store coordinates along ``time``: ``sensor`` and ``granules`` feeding each step's mosaic."""
+        from lssr_ray.data.mosaic import time_provenance
+
+        return time_provenance(self.granules_by_time)
 
     @property
     def chip_ids(self) -> list[str]:
@@ -121,17 +129,19 @@ def plan_map(cfg: MapConfig) -> MapPlan:
     :class:`StorageUnreachableError` (S3 endpoint down) or :class:`MissingDataError`.
     """
     from lssr_ray.data.aoi import read_aoi
+    from lssr_ray.data.mosaic import group_by_solar_day
     from lssr_ray.infer.factory import resolve_kind
     from lssr_ray.model.checkpoint import resolve_checkpoint
 
     check_reachable(cfg.catalog, cfg.out)
     aoi = read_aoi(cfg.aoi)
     stage = data_stage(cfg, aoi)
+    by_day = group_by_solar_day(stage.granules)  # a time step is a local solar day, not a UTC date
     if cfg.dates == "all":
-        days = sorted({g.datetime.date() for g in stage.granules})
-        by_time = {i: [g for g in stage.granules if g.datetime.date() == d] for i, d in enumerate(days)}
+        days = list(by_day)
+        by_time = {i: grans for i, grans in enumerate(by_day.values())}
     else:
-        days = [stage.granules[0].datetime.date()]
+        days = [next(iter(by_day))]
         by_time = {0: list(stage.granules)}
     ref = resolve_checkpoint(cfg.checkpoint, base=cfg.base, seed=cfg.seed)
     checkpoint, warn = ref.path, ref.warning

@@ -13,7 +13,10 @@ Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray 
                    minus input (:mod:`lssr_ray.mapping.trust_layers`); always written by a run
       uncertainty  the same encoding: spread over test-time variants; only with --uncertainty
       spatial_ref  CF grid mapping (crs_wkt + GeoTransform), referenced by ``grid_mapping``
-      time, band, y, x   coordinates (pixel centres in metres of the UTM CRS)
+      time, band, y, x   coordinates (pixel centres in metres of the UTM CRS); time = local
+                   solar day of the acquisitions (:mod:`lssr_ray.data.mosaic`)
+      sensor, granules   string coordinates along time: the HLS sensor(s) ("L30", "S30",
+                   "L30+S30") and comma-separated granule ids fused into each time step
       _partials/   per-chip stage-1 predictions (see :mod:`lssr_ray.mapping.partials`)
       _lock.json   the run lock while a run writes (:class:`~lssr_ray.mapping.lock.StoreLock`)
 
@@ -57,6 +60,11 @@ SCALE_FACTOR = 0.0001
 """CF scale factor of the int16 reflectance (HLS convention)."""
 FILL_VALUE = -9999
 """CF ``_FillValue`` of the int16 reflectance (HLS convention)."""
+TIME_COORD_ATTRS = {
+    "sensor": {"long_name": "HLS sensor(s) of the time step's mosaic (L30, S30 or L30+S30)"},
+    "granules": {"long_name": "HLS granule ids fused into the time step's mosaic, comma-separated"},
+}
+"""CF attributes of the per-time provenance coordinates."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -121,6 +129,7 @@ def create_store(
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     trust_layers: Sequence[str] = (),
+    time_coords: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Write the store template (metadata and coordinates, no data chunks).
 
@@ -143,6 +152,8 @@ def create_store(
             refused, never emptied.
         trust_layers: trust variables to add next to ``reflectance``, same grid and chunks
             (:func:`lssr_ray.mapping.trust_layers.trust_vars`).
+        time_coords: string coordinates along ``time``, one value per time step, e.g.
+            ``sensor`` and ``granules`` (:attr:`lssr_ray.mapping.plan.MapPlan.time_coords`).
     """
     import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -175,6 +186,11 @@ def create_store(
     valid = da.zeros((nt, h, w), dtype="uint8", chunks=(1, chunk, chunk))
     ds = xr.Dataset({REFLECTANCE_VAR: (("time", "band", "y", "x"), refl), VALID_VAR: (("time", "y", "x"), valid)},
                     coords={"time": times_arr, "band": list(bands), "y": y, "x": x})
+    for name, values in (time_coords or {}).items():
+        if len(values) != nt:
+            raise StoreError(f"time coordinate {name!r} has {len(values)} values for {nt} time steps")
+        ds = ds.assign_coords({name: ("time", np.asarray([str(v) for v in values], dtype=str),
+                                      TIME_COORD_ATTRS.get(name, {}))})
     from lssr_ray.mapping.trust_layers import TRUST_VARS, trust_attrs, trust_encoding
 
     unknown = sorted(set(trust_layers) - set(TRUST_VARS))
@@ -363,6 +379,7 @@ __all__ = [
     "FILL_VALUE",
     "REFLECTANCE_VAR",
     "SCALE_FACTOR",
+    "TIME_COORD_ATTRS",
     "VALID_VAR",
     "StoreLayout",
     "create_store",

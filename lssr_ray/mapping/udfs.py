@@ -131,7 +131,7 @@ class ReadChips:
             "status": "skipped" if x is None else "ok",
             "reason": rec.skipped or "",
             "detail": rec.detail or "",
-            "granules": rec.granule_id or "",
+            "granules": ",".join(rec.granules) or rec.granule_id or "",  # every mosaic contributor
             "window": np.asarray(chip.output_window, np.int64),
             "read_s": read_s,
         }

@@ -84,7 +84,8 @@ def test_aoi_spanning_two_zones_uses_centroid_zone():
 
 
 def test_granule_in_other_zone_is_warped_onto_grid(l30_granule):
-    # grid in zone 15N, granule in 16N: lr values are the source pixels at the grid centres
+    # grid in zone 15N, granule in 16N: lr values are bilinear, close to the source pixels at the
+    # grid centres (tests/data/test_mosaic.py checks them against rasterio's reproject)
     to15 = Transformer.from_crs(l30_granule.crs, "EPSG:32615", always_xy=True)
     t = Affine(*tuple(l30_granule.transform)[:6])
     x, y = to15.transform(*(t @ (40, 40)))
@@ -99,7 +100,7 @@ def test_granule_in_other_zone_is_warped_onto_grid(l30_granule):
     ref = red[np.asarray(r), np.asarray(c)] * np.float32(1e-4)
     got = lo.lr[0][rows.ravel(), cols.ravel()]
     ok = np.isfinite(got)
-    assert ok.mean() > 0.8 and np.mean(got[ok] == ref[ok]) > 0.9
+    assert ok.mean() > 0.8 and np.median(np.abs(got[ok] - ref[ok])) < 0.01
 
 
 def test_missing_band_file(l30_granule, tmp_path):

@@ -92,6 +92,8 @@ def test_corrupt_cog_and_all_cloud_dates_are_recorded_skips(tmp_path, ray_sessio
     assert load_partial(out, 2, "r0000c0000", with_sr=False).record["reason"] == "all_cloud"
     ds = open_store(out)
     assert [str(t)[:10] for t in ds.time.values] == ["2018-07-01", "2018-07-17", "2018-07-18", "2018-07-23"]
+    assert list(ds.sensor.values) == ["L30", "L30", "S30", "S30"] and ds.granules.values[2] == CLOUDY
+    assert ds.attrs["mosaic_version"] == 1
     valid = ds.valid.values
     assert valid[1].max() == 0 and valid[2].max() == 0  # skipped dates stay empty
     assert valid[0].sum() > 1000 and valid[3].sum() > 1000  # the other dates are mapped
