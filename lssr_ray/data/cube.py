@@ -37,7 +37,7 @@ from lssr_ray.data.aux import AUX_KINDS, AuxArrays, read_aux
 from lssr_ray.data.coverage import covered_part, granule_overlaps, search_granules
 from lssr_ray.data.grid import Chip, ChipPlan, group_chips, union_window
 from lssr_ray.data.readers import LowRes, read_lowres
-from lssr_ray.errors import ChipSkipped, MissingDataError
+from lssr_ray.errors import ChipSkipped, MissingDataError, read_skip_reason
 
 
 class GranuleLike(Protocol):
@@ -185,6 +185,7 @@ def read_chips(
         win = union_window([c.input_window for c in group])
         blocks: list[tuple[Any, LowRes]] = []
         failures: list[str] = []
+        errors: list[MissingDataError] = []  # their classes give the skip reason
         for g in granules:
             if not granule_overlaps(g, plan.grid, win):
                 continue
@@ -192,7 +193,8 @@ def read_chips(
                 blocks.append((g, read_lowres(g, plan.grid, window=win)))
             except MissingDataError as exc:
                 failures.append(str(exc))
-        chosen = [_choose(chip, blocks, failures) for chip in group]
+                errors.append(exc)
+        chosen = [_choose(chip, blocks, failures, read_skip_reason(errors)) for chip in group]
         # aux: one read per distinct layer set (SAR scene depends on the chip's date)
         aux_cut: dict[str, AuxArrays] = {}
         by_layers: dict[tuple, list[Chip]] = {}
@@ -235,13 +237,13 @@ def _cut_aux(a: AuxArrays, outer: tuple[int, int, int, int], inner: tuple[int, i
     return AuxArrays(dem, lc, sar, present)
 
 
-def _choose(chip: Chip, blocks: list[tuple[Any, LowRes]], failures: list[str]) -> tuple[ChipRecord, LowRes | None, Any]:
-    """The clearest granule for ``chip`` (earliest on ties), or a skip record."""
+def _choose(chip: Chip, blocks: list[tuple[Any, LowRes]], failures: list[str],
+            unread: str = "missing_granule") -> tuple[ChipRecord, LowRes | None, Any]:
+    """The clearest granule for ``chip`` (earliest on ties), or a skip record (``unread`` if none read)."""
     rec = {"chip_id": chip.id, "input_window": tuple(chip.input_window), "bounds": tuple(chip.bounds)}
     try:
         if not blocks:
-            reason = "corrupt_source" if failures else "missing_granule"
-            raise ChipSkipped(chip.id, reason, "; ".join(failures) or "no granule overlaps the chip")
+            raise ChipSkipped(chip.id, unread, "; ".join(failures) or "no granule overlaps the chip")
         cuts = [b.cut(chip.input_window) for _, b in blocks]
         i_best = max(range(len(cuts)), key=lambda i: cuts[i].clear_fraction)  # max keeps the first on ties
         best = cuts[i_best]
