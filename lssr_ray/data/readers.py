@@ -44,10 +44,11 @@ from lssr_ray.errors import (
 from lssr_ray.fileio import check_endpoint, gdal_endpoint, gdal_env, is_remote, is_s3
 
 # GDAL's wording for /vsicurl/ (``HTTP response code: 403``) and /vsis3/ (the S3 error code)
-_AUTH = re.compile(r"response code: 40[13]\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|"
-                   r"ExpiredToken|InvalidToken|TokenRefreshRequired|Permission denied", re.IGNORECASE)
-_MISSING = re.compile(r"response code: 404\b|NoSuchKey|NoSuchBucket|does not exist in the file system|"
-                      r"No such file", re.IGNORECASE)
+_AUTH = re.compile(r"response code: 40[13]\b|Access ?Denied|InvalidAccessKeyId|Access Key Id you provided|"
+                   r"SignatureDoesNotMatch|signature we calculated|ExpiredToken|token .*(expired|invalid)|"
+                   r"InvalidToken|TokenRefreshRequired|Permission denied", re.IGNORECASE)
+_MISSING = re.compile(r"response code: 404\b|NoSuchKey|NoSuchBucket|specified (key|bucket) does not exist|"
+                      r"does not exist in the file system|No such file", re.IGNORECASE)
 _TRANSIENT = re.compile(r"response code: (429|5\d\d)\b|timed out|timeout|Connection reset|SlowDown|"
                         r"ServiceUnavailable|InternalError|RequestTimeout", re.IGNORECASE)
 

@@ -1,0 +1,246 @@
+"""Earthdata credentials scoped per URL, and read failures told apart, against real loopback
+servers: an https archive stand-in (tests/http_archive.py: 401/403/404/503-then-200, redirects,
+an s3credentials endpoint) read through GDAL, and moto with IAM checks on for S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lssr_ray import credentials, fileio
+from lssr_ray.data import s3server
+from lssr_ray.data.readers import read_raster
+from lssr_ray.errors import (
+    AuthenticationError,
+    MissingDataError,
+    MissingObjectError,
+    TransientReadError,
+    read_skip_reason,
+)
+
+TOKEN = "edl-token-planted-7f3a9c"
+NO_NETRC = {"NETRC": "/nonexistent/netrc"}
+
+
+@dataclass
+class Archive:
+    url: str
+    port: int
+    root: Path
+    log: Path
+
+    def requests(self, needle: str) -> list[dict]:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return [r for r in map(json.loads, lines) if needle in r["path"]]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, l30_granule):
+    root = tmp_path_factory.mktemp("https_archive")
+    shutil.copy(l30_granule.assets["B04"], root / "B04.tif")
+    port = s3server.free_port()
+    log = root / "requests.jsonl"
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("http_archive.py")),
+                             str(port), str(root), str(log), TOKEN])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield Archive(f"http://127.0.0.1:{port}", port, root, log)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _configure(archive: Archive, monkeypatch, **extra: str) -> dict[str, str]:
+    env = {**NO_NETRC, credentials.HTTPS_PREFIXES_ENV: archive.url,
+           credentials.S3CREDENTIALS_URL_ENV: f"{archive.url}/s3credentials", **extra}
+    for k in (credentials.EARTHDATA_TOKEN_ENV, credentials.EARTHDATA_TOKEN_FILE_ENV):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    credentials.configure_archive_access()
+    return env
+
+
+@pytest.fixture
+def unconfigure():
+    yield
+    credentials.configure_archive_access(NO_NETRC)  # no token: every registered prefix is dropped
+
+
+def _read(url: str, g) -> np.ndarray:
+    return read_raster(url, g.crs, transform=g.transform, shape=g.shape)
+
+
+def _local(g) -> np.ndarray:
+    return _read(g.assets["B04"], g)
+
+
+def test_bearer_token_goes_to_the_archive_prefix_only(archive, l30_granule, monkeypatch, unconfigure):
+    _configure(archive, monkeypatch, EARTHDATA_TOKEN=TOKEN)
+    np.testing.assert_array_equal(_read(f"{archive.url}/auth/B04.tif?t=bearer", l30_granule), _local(l30_granule))
+    assert {r["auth"] for r in archive.requests("/auth/B04.tif?t=bearer")} == {f"Bearer {TOKEN}"}
+    # the archive redirects to another host (signed S3 URLs): the token is not sent there
+    np.testing.assert_array_equal(_read(f"{archive.url}/redirect/B04.tif?t=redir", l30_granule),
+                                  _local(l30_granule))
+    hops = archive.requests("B04.tif?t=redir")
+    assert {r["host"].split(":")[0] for r in hops} == {"127.0.0.1", "localhost"}
+    assert all(r["auth"] is None for r in hops if r["host"].startswith("localhost"))
+    # a URL outside the configured prefix never sees it
+    _read(f"http://localhost:{archive.port}/public/B04.tif?t=other", l30_granule)
+    assert [r["auth"] for r in archive.requests("?t=other")] and all(
+        r["auth"] is None for r in archive.requests("?t=other"))
+    # fsspec never gets GDAL's options; the token is listed for redaction
+    assert fileio.settings_for(f"{archive.url}/auth/B04.tif") == {}
+    assert TOKEN in fileio.secret_values()
+
+
+def test_401_and_403_stop_with_an_authentication_error_naming_the_fix(archive, l30_granule, monkeypatch,
+                                                                      unconfigure):
+    _configure(archive, monkeypatch)  # no token, no netrc
+    with pytest.raises(AuthenticationError, match="authentication failed.*EARTHDATA_TOKEN"):
+        _read(f"{archive.url}/auth/B04.tif?t=401", l30_granule)
+    _configure(archive, monkeypatch, EARTHDATA_TOKEN=TOKEN)
+    with pytest.raises(AuthenticationError, match="403") as err:
+        _read(f"{archive.url}/403/B04.tif", l30_granule)
+    assert TOKEN not in str(err.value)
+    assert not isinstance(err.value, MissingDataError)  # never a chip skip
+
+
+def test_missing_object_and_transient_errors_are_told_apart(archive, l30_granule, monkeypatch, unconfigure):
+    _configure(archive, monkeypatch, EARTHDATA_TOKEN=TOKEN)
+    with pytest.raises(MissingObjectError, match="does not exist"):
+        _read(f"{archive.url}/404/B04.tif", l30_granule)
+    # 503 twice, then the file: GDAL's retries with backoff read it
+    np.testing.assert_array_equal(_read(f"{archive.url}/flaky/B04.tif?t=flaky", l30_granule), _local(l30_granule))
+    assert len(archive.requests("/flaky/B04.tif?t=flaky")) >= 3
+    t0 = time.perf_counter()
+    with pytest.raises(TransientReadError, match="--resume") as err:
+        _read(f"{archive.url}/down/B04.tif", l30_granule)
+    assert len(archive.requests("/down/B04.tif")) == 1 + int(fileio.gdal_options()["GDAL_HTTP_MAX_RETRY"])
+    assert time.perf_counter() - t0 < 15
+    assert read_skip_reason([err.value]) == "transient_read"
+    assert read_skip_reason([MissingObjectError("x")]) == "missing_object"
+    assert read_skip_reason([MissingObjectError("x"), err.value]) == "transient_read"  # a retry may fill it
+    assert read_skip_reason([MissingObjectError("x"), MissingDataError("x")]) == "corrupt_source"
+    assert read_skip_reason([]) == "missing_granule"
+
+
+def test_s3_keys_are_cached_and_refreshed_before_they_expire(archive):
+    (archive.root / "keys.json").write_text(json.dumps([["AKIAFIRST", "secret-1", "session-1"],
+                                                       ["AKIASECOND", "secret-2", "session-2"]]))
+    now = [time.time()]
+    provider = credentials.S3CredentialProvider(f"{archive.url}/s3credentials", token=TOKEN,
+                                                clock=lambda: now[0], refresh_margin_s=300)
+    assert provider("s3://lp-prod-protected/a") == {"key": "AKIAFIRST", "secret": "secret-1", "token": "session-1"}
+    now[0] += 3600 - 310  # 5 min 10 s before expiry: still cached
+    assert provider("s3://lp-prod-protected/b")["key"] == "AKIAFIRST" and provider.fetches == 1
+    now[0] += 20  # inside the 5 min margin: fetched again before the keys expire
+    assert provider("s3://lp-prod-protected/c")["key"] == "AKIASECOND" and provider.fetches == 2
+    hits = archive.requests("/s3credentials")
+    assert len(hits) == 2 and {r["auth"] for r in hits} == {f"Bearer {TOKEN}"}
+    wrong = credentials.S3CredentialProvider(f"{archive.url}/s3credentials", token="not-the-token")
+    with pytest.raises(AuthenticationError, match="HTTP 401.*EARTHDATA_TOKEN") as err:
+        wrong("s3://lp-prod-protected/a")
+    assert "not-the-token" not in str(err.value)
+
+
+@pytest.fixture
+def iam_s3(monkeypatch):
+    """moto with IAM checks on (after 11 setup calls): bucket ``archive`` readable only with the
+    ``reader`` keys, bucket ``user-out`` writable only with the ``writer`` keys."""
+    import boto3
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "11")  # read by the moto subprocess at start
+    srv = s3server.start()
+    monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+    try:
+        kw = {"endpoint_url": srv.endpoint_url, "region_name": "us-east-1"}
+        admin = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        s3 = boto3.client("s3", **kw, **admin)
+        iam = boto3.client("iam", **kw, **admin)
+        for b in ("archive", "user-out"):
+            s3.create_bucket(Bucket=b)
+        keys = {}
+        for user, bucket, actions in (("reader", "archive", ["s3:GetObject", "s3:ListBucket"]),
+                                      ("writer", "user-out", ["s3:*"])):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": [
+                    f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+            k = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
+        yield srv, keys, s3
+    finally:
+        s3server.stop(srv)
+
+
+def test_archive_bucket_uses_issued_keys_and_the_output_bucket_its_own(archive, iam_s3, l30_granule,
+                                                                       monkeypatch, unconfigure):
+    import boto3
+
+    srv, keys, setup = iam_s3
+    for name in ("B04.tif", "wrong-key.tif", "other-identity.tif"):  # calls 9-11; GDAL caches per URL
+        setup.put_object(Bucket="archive", Key=name, Body=Path(l30_granule.assets["B04"]).read_bytes())
+    for k, v in s3server.s3_env(srv.endpoint_url).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["writer"][0])  # the user's own identity, for --out
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["writer"][1])
+    (archive.root / "keys.json").write_text(json.dumps([[*keys["reader"], ""]]))
+    _configure(archive, monkeypatch, EARTHDATA_TOKEN=TOKEN, LSSR_ARCHIVE_S3_PREFIXES="s3://archive")
+    # moto enforces the policies: each identity is refused on the other bucket
+    kw = {"endpoint_url": srv.endpoint_url, "region_name": "us-east-1"}
+    writer = boto3.client("s3", aws_access_key_id=keys["writer"][0], aws_secret_access_key=keys["writer"][1], **kw)
+    with pytest.raises(Exception, match="AccessDenied"):
+        writer.get_object(Bucket="archive", Key="B04.tif")
+
+    np.testing.assert_array_equal(_read("s3://archive/B04.tif", l30_granule), _local(l30_granule))  # GDAL
+    fs, path = fileio.filesystem("s3://archive/B04.tif")  # s3fs
+    assert fs.cat_file(path) == Path(l30_granule.assets["B04"]).read_bytes()
+    fileio.atomic_put("s3://user-out/run/x.bin", b"mine")  # the environment's (writer's) keys
+    assert writer.get_object(Bucket="user-out", Key="run/x.bin")["Body"].read() == b"mine"
+    assert fileio.settings_for("s3://user-out/x").get("key") is None  # no archive key leaks to it
+    assert fileio.settings_for("s3://archive/x")["key"] == keys["reader"][0]
+
+    with pytest.raises(MissingObjectError):
+        _read("s3://archive/nope.tif", l30_granule)
+    fileio.register_storage("s3://archive", credentials=lambda url: {"key": "AKIAWRONG0000", "secret": "wrong"})
+    with pytest.raises(AuthenticationError, match="authentication failed.*EARTHDATA_TOKEN"):
+        _read("s3://archive/wrong-key.tif", l30_granule)
+    fileio.register_storage("s3://archive", credentials=lambda url: {"key": keys["writer"][0],
+                                                                      "secret": keys["writer"][1]})
+    with pytest.raises(AuthenticationError, match="Access Denied"):
+        _read("s3://archive/other-identity.tif", l30_granule)
+
+
+def test_token_file_and_netrc_are_read_from_the_node(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text(f"{TOKEN}\n")
+    assert credentials.earthdata_token({credentials.EARTHDATA_TOKEN_FILE_ENV: str(tok)}) == TOKEN
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {credentials.EARTHDATA_LOGIN_HOST} login me password pw\n")
+    netrc.chmod(0o600)
+    opts = credentials.https_gdal_options({"NETRC": str(netrc)})
+    assert opts["GDAL_HTTP_NETRC_FILE"] == str(netrc) and opts["GDAL_HTTP_COOKIEJAR"]
+    assert "GDAL_HTTP_BEARER" not in opts
+    other = tmp_path / "other"
+    other.write_text("machine example.com login me password pw\n")
+    other.chmod(0o600)
+    assert credentials.https_gdal_options({"NETRC": str(other)}) == {}
