@@ -4,8 +4,8 @@ an s3credentials endpoint) read through GDAL, and moto with IAM checks on for S3
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -48,6 +48,8 @@ class Archive:
 def archive(tmp_path_factory, l30_granule):
     root = tmp_path_factory.mktemp("https_archive")
     shutil.copy(l30_granule.assets["B04"], root / "B04.tif")
+    for href in l30_granule.assets.values():
+        shutil.copy(href, root / Path(href).name)
     port = s3server.free_port()
     log = root / "requests.jsonl"
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("http_archive.py")),
@@ -244,3 +246,47 @@ def test_token_file_and_netrc_are_read_from_the_node(tmp_path):
     other.write_text("machine example.com login me password pw\n")
     other.chmod(0o600)
     assert credentials.https_gdal_options({"NETRC": str(other)}) == {}
+
+
+def _aoi_in(g):
+    """A 600 m square AOI 300 m inside the granule's corner."""
+    from lssr_ray.data.aoi import box_aoi, parse_aoi
+
+    x0, y1 = g.transform.c + 300, g.transform.f - 300
+    return parse_aoi(box_aoi((x0, y1 - 600, x0 + 600, y1), g.crs))
+
+
+def _granule_on(archive: Archive, g, band_mode: str, tag: str):
+    """``g`` with every asset on the loopback archive (``public``), band B03 served by ``band_mode``."""
+    assets = {k: f"{archive.url}/{band_mode if k == 'B03' else 'public'}/{Path(v).name}?t={tag}"
+              for k, v in g.assets.items()}
+    return dataclasses.replace(g, assets=assets)
+
+
+@pytest.mark.parametrize("mode,reason", [("404", "missing_object"), ("down", "transient_read")])
+def test_read_chips_records_the_skip_reason_of_the_failure(archive, l30_granule, mode, reason, monkeypatch,
+                                                           unconfigure):
+    from lssr_ray.config import GridConfig
+    from lssr_ray.data.grid import plan_chips
+    from lssr_ray.mapping.udfs import ReadChips
+
+    _configure(archive, monkeypatch)
+    g = _granule_on(archive, l30_granule, mode, f"chips-{mode}")
+    plan = plan_chips(_aoi_in(g), config=GridConfig(chip_size=32, overlap=4), anchor=(15.0, 15.0))
+    rows = ReadChips(plan, [g])({"chips": np.asarray([",".join(c.id for c in plan.chips)]),
+                                 "ti": np.asarray([0]), "granules": np.asarray([g.id])})
+    assert list(rows["status"]) == ["skipped"] * len(plan.chips)
+    assert set(rows["reason"]) == {reason} and all("B03" in d for d in rows["detail"])
+
+
+def test_read_chips_stops_on_an_authentication_failure(archive, l30_granule, monkeypatch, unconfigure):
+    from lssr_ray.config import GridConfig
+    from lssr_ray.data.grid import plan_chips
+    from lssr_ray.mapping.udfs import ReadChips
+
+    _configure(archive, monkeypatch)  # no token: the archive answers 401
+    g = _granule_on(archive, l30_granule, "auth", "chips-auth")
+    plan = plan_chips(_aoi_in(g), config=GridConfig(chip_size=32, overlap=4), anchor=(15.0, 15.0))
+    with pytest.raises(AuthenticationError, match="EARTHDATA_TOKEN"):
+        ReadChips(plan, [g])({"chips": np.asarray([plan.chips[0].id]), "ti": np.asarray([0]),
+                              "granules": np.asarray([g.id])})
