@@ -44,8 +44,8 @@ STORAGE_OPTIONS_ENV = "LSSR_STORAGE_OPTIONS"
 """Environment variable with per-prefix storage options, JSON ``{"s3://bucket/prefix": {...}}``."""
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 """Environment variables naming the S3 endpoint, most specific first (as botocore reads them)."""
-CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-"""Environment variables holding AWS credentials."""
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "EARTHDATA_TOKEN")
+"""Environment variables holding credentials (AWS keys, the Earthdata token)."""
 CREDENTIAL_KEY = re.compile(r"secret|password|passwd|token|access_key|credential|bearer|authorization|^key$",
                             re.IGNORECASE)
 """Option/attribute names whose values are credentials."""

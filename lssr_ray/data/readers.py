@@ -58,7 +58,8 @@ def read_error(href: str, exc: BaseException, doing: str = "read") -> MissingDat
     from lssr_ray.credentials import AUTH_FIX, archive_prefix
 
     text = " ".join(str(exc).split())
-    if _AUTH.search(text):
+    remote = is_remote(href)  # a local file's "Permission denied" is not a credentials problem
+    if remote and _AUTH.search(text):
         fix = (AUTH_FIX + " (the archive's S3 keys are fetched and refreshed for you; direct S3 reads work only "
                "in AWS us-west-2)") if archive_prefix(href) else (
                "check this bucket's credentials (LSSR_STORAGE_OPTIONS prefix settings or AWS_* variables) "
@@ -66,7 +67,7 @@ def read_error(href: str, exc: BaseException, doing: str = "read") -> MissingDat
         return AuthenticationError(f"authentication failed: cannot {doing} {href} ({text}); {fix}")
     if _MISSING.search(text):
         return MissingObjectError(f"cannot {doing} {href}: the object does not exist ({text})")
-    if _TRANSIENT.search(text):
+    if remote and _TRANSIENT.search(text):
         return TransientReadError(f"cannot {doing} {href} after retries, a transient error ({text}); "
                                   "rerun with --resume to retry")
     return MissingDataError(f"cannot {doing} raster {href} (corrupt or truncated): {text}")

@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 
 FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "LSSR_", "HF_")
 """Environment variables handed to Ray workers (S3 endpoint, GDAL settings, caches), secrets excepted."""
-SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|BEARER|ACCESS_KEY|HEADERS|NETRC_FILE|USERPWD|_AUTH$|"
-                        r"^AWS_PROFILE$", re.IGNORECASE)
+SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|BEARER|ACCESS_KEY|HEADERS|USERPWD", re.IGNORECASE)
 """Names of variables never forwarded (their values are, or lead to, secrets)."""
 
 _LOCAL_RAY_ENV: dict[str, str] | None = None  # forwarded env of the local Ray this module started
