@@ -290,3 +290,35 @@ def test_read_chips_stops_on_an_authentication_failure(archive, l30_granule, mon
     with pytest.raises(AuthenticationError, match="EARTHDATA_TOKEN"):
         ReadChips(plan, [g])({"chips": np.asarray([plan.chips[0].id]), "ti": np.asarray([0]),
                               "granules": np.asarray([g.id])})
+
+
+def test_map_job_stops_with_an_authentication_error_naming_the_fix(archive, tmp_path, monkeypatch, capsys,
+                                                                     unconfigure):
+    """The bundled catalog with its HLS assets behind the loopback archive (401 without a token)."""
+    import importlib.util
+
+    from lssr_ray.config import REPO_ROOT
+
+    bundle = REPO_ROOT / "data" / "archive"
+    served = archive.root / "bundle"
+    if not served.exists():
+        shutil.copytree(bundle, served)
+    cat = tmp_path / "archive"
+    shutil.copytree(bundle, cat)
+    for item in [*cat.glob("HLSL30/*/*.json"), *cat.glob("HLSS30/*/*.json")]:
+        d = json.loads(item.read_text())
+        for asset in d.get("assets", {}).values():
+            rel = (item.parent / asset["href"]).resolve().relative_to(cat.resolve())
+            asset["href"] = f"{archive.url}/auth/bundle/{rel.as_posix()}?t=job"
+        item.write_text(json.dumps(d))
+    _configure(archive, monkeypatch)  # no token, no netrc
+    spec = importlib.util.spec_from_file_location("map_region_job", REPO_ROOT / "jobs" / "map_region.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out = tmp_path / "fl.zarr"
+    rc = job.main(["--aoi", str(REPO_ROOT / "examples" / "flanders_31UDS.geojson"), "--catalog", str(cat / "catalog.json"),
+                   "--start", "2018-07-01", "--end", "2018-07-23", "--engine", "bicubic", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "authentication failed" in err and "EARTHDATA_TOKEN" in err, err[-2000:]
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert archive.requests("?t=job") and all(r["auth"] is None for r in archive.requests("?t=job"))
