@@ -10,6 +10,7 @@ they set up themselves (:func:`lssr_ray.credentials.configure_archive_access`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "LSSR_", "HF_")
 SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|BEARER|ACCESS_KEY|HEADERS|USERPWD", re.IGNORECASE)
 """Names of variables never forwarded (their values are, or lead to, secrets)."""
 
-_LOCAL_RAY_ENV: dict[str, str] | None = None  # forwarded env of the local Ray this module started
+_LOCAL_RAY: dict[str, Any] = {}  # the local Ray this module started: job id, forwarded env, secrets digest
 
 
 def _public_storage_options(raw: str) -> str | None:
@@ -52,22 +53,41 @@ def forwarded_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
+def _secrets_digest() -> str:
+    """A digest of the secret variables this process has (what a local Ray's workers inherit)."""
+    env = os.environ
+    names = sorted(k for k in env if SECRET_ENV.search(k))
+    return hashlib.sha256(json.dumps([(k, env[k]) for k in names]).encode()).hexdigest()
+
+
+def _local_ray_running() -> bool:
+    """True while the Ray this process is connected to is the local one :func:`init_ray` started."""
+    import ray
+
+    return bool(_LOCAL_RAY) and ray.is_initialized() and ray.get_runtime_context().get_job_id() == _LOCAL_RAY["job"]
+
+
 def runtime_env() -> dict[str, Any]:
     """Per-actor runtime env carrying the non-secret S3/GDAL settings; empty when the workers of
     a local Ray started here already inherited the same environment (idle workers are reused)."""
     env = forwarded_env()
-    return {} if env == _LOCAL_RAY_ENV else {"env_vars": env}
+    return {} if _local_ray_running() and env == _LOCAL_RAY["env"] else {"env_vars": env}
 
 
 def init_ray(cfg: MapConfig) -> bool:
     """Connect to a cluster (``cfg.ray_address``, or ``auto`` inside ``ray job submit`` where
-    ``RAY_ADDRESS`` is set) or start a local Ray with this machine's CPUs. True if it started one."""
+    ``RAY_ADDRESS`` is set) or start a local Ray with this machine's CPUs. True if it started one.
+    A local Ray started earlier by this process is reused, or restarted when the credential
+    variables changed since (its workers hold the old ones, and secrets never go by runtime_env)."""
     import ray
 
-    global _LOCAL_RAY_ENV
     if ray.is_initialized():
-        return False
-    _LOCAL_RAY_ENV = None
+        if not _local_ray_running() or _LOCAL_RAY["secrets"] == _secrets_digest():
+            return False
+        # its workers inherited other credentials than this run has (none travel in runtime_env)
+        log.info("restarting the local Ray: the credentials in the environment changed since it started")
+        ray.shutdown()
+    _LOCAL_RAY.clear()
     address = cfg.ray_address or ("auto" if os.environ.get("RAY_ADDRESS") else None)
     if address:
         log.info("joining the Ray cluster at %s", address)
@@ -78,7 +98,7 @@ def init_ray(cfg: MapConfig) -> bool:
         # a reaper takes this local Ray (agents included) down with the driver, even after SIGKILL;
         # its workers inherit this process's environment, credentials included, without runtime_env
         start_local_ray(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
-        _LOCAL_RAY_ENV = forwarded_env()
+        _LOCAL_RAY.update(job=ray.get_runtime_context().get_job_id(), env=forwarded_env(), secrets=_secrets_digest())
     return True
 
 
