@@ -184,17 +184,15 @@ def read_chips(
     for group in group_chips(plan, block=block):
         win = union_window([c.input_window for c in group])
         blocks: list[tuple[Any, LowRes]] = []
-        failures: list[str] = []
-        errors: list[MissingDataError] = []  # their classes give the skip reason
+        failures: list[MissingDataError] = []  # their classes give the skip reason
         for g in granules:
             if not granule_overlaps(g, plan.grid, win):
                 continue
             try:
                 blocks.append((g, read_lowres(g, plan.grid, window=win)))
             except MissingDataError as exc:
-                failures.append(str(exc))
-                errors.append(exc)
-        chosen = [_choose(chip, blocks, failures, read_skip_reason(errors)) for chip in group]
+                failures.append(exc)
+        chosen = [_choose(chip, blocks, failures) for chip in group]
         # aux: one read per distinct layer set (SAR scene depends on the chip's date)
         aux_cut: dict[str, AuxArrays] = {}
         by_layers: dict[tuple, list[Chip]] = {}
@@ -237,13 +235,13 @@ def _cut_aux(a: AuxArrays, outer: tuple[int, int, int, int], inner: tuple[int, i
     return AuxArrays(dem, lc, sar, present)
 
 
-def _choose(chip: Chip, blocks: list[tuple[Any, LowRes]], failures: list[str],
-            unread: str = "missing_granule") -> tuple[ChipRecord, LowRes | None, Any]:
-    """The clearest granule for ``chip`` (earliest on ties), or a skip record (``unread`` if none read)."""
+def _choose(chip: Chip, blocks: list[tuple[Any, LowRes]], failures: list[MissingDataError]) -> tuple[ChipRecord, LowRes | None, Any]:
+    """The clearest granule for ``chip`` (earliest on ties), or a skip record."""
     rec = {"chip_id": chip.id, "input_window": tuple(chip.input_window), "bounds": tuple(chip.bounds)}
     try:
         if not blocks:
-            raise ChipSkipped(chip.id, unread, "; ".join(failures) or "no granule overlaps the chip")
+            detail = "; ".join(map(str, failures)) or "no granule overlaps the chip"
+            raise ChipSkipped(chip.id, read_skip_reason(failures), detail)
         cuts = [b.cut(chip.input_window) for _, b in blocks]
         i_best = max(range(len(cuts)), key=lambda i: cuts[i].clear_fraction)  # max keeps the first on ties
         best = cuts[i_best]
@@ -256,7 +254,7 @@ def _choose(chip: Chip, blocks: list[tuple[Any, LowRes]], failures: list[str],
     except ChipSkipped as skip:
         return ChipRecord(**rec, skipped=skip.reason, detail=skip.detail), None, None
     record = ChipRecord(**rec, granule_id=best.granule_id, month=best.month, clear_fraction=best.clear_fraction,
-                        data_fraction=float(best.observed.mean()), detail="; ".join(failures))
+                        data_fraction=float(best.observed.mean()), detail="; ".join(map(str, failures)))
     return record, best, blocks[i_best][0].datetime
 
 
