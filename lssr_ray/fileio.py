@@ -150,14 +150,9 @@ def _strings(table: Mapping[str, Any]) -> list[str]:  # values of table and its 
     return [x for v in table.values() for x in (_strings(v) if isinstance(v, Mapping) else [v]) if isinstance(x, str)]
 
 
-def _secret_strings(table: Mapping[str, Any]) -> list[str]:  # credential-named ones, nested too
-    out = []
-    for k, v in table.items():
-        if isinstance(v, Mapping):
-            out += _secret_strings(v)
-        elif isinstance(v, str) and CREDENTIAL_KEY.search(k):
-            out.append(v)
-    return out
+def _secret_strings(table: Mapping[str, Any]) -> list[str]:  # credential-named values, nested too
+    return [x for k, v in table.items() for x in (_secret_strings(v) if isinstance(v, Mapping) else
+                                                  [v] if isinstance(v, str) and CREDENTIAL_KEY.search(k) else [])]
 
 
 def env_endpoint(env: Mapping[str, str] | None = None) -> str | None:
