@@ -117,10 +117,11 @@ class S3CredentialProvider:
 
     def __init__(self, url: str = LPDAAC_S3CREDENTIALS, *, token: str | None = None,
                  netrc_file: str | os.PathLike | None = None, clock: Callable[[], float] = time.time,
-                 refresh_margin_s: float = 300.0, timeout_s: float = 10.0) -> None:
+                 refresh_margin_s: float = 300.0, timeout_s: float = 10.0,
+                 login_url: str = f"https://{EARTHDATA_LOGIN_HOST}") -> None:
         if not token and not netrc_file:
             raise AuthenticationError(f"no Earthdata credentials to fetch S3 keys from {url}: {AUTH_FIX}")
-        self.url, self.token, self.netrc_file = url, token, netrc_file
+        self.url, self.token, self.netrc_file, self.login_url = url, token, netrc_file, login_url.rstrip("/")
         self.clock, self.refresh_margin_s, self.timeout_s = clock, float(refresh_margin_s), float(timeout_s)
         self.fetches = 0
         self._keys: dict[str, str] | None = None
@@ -136,11 +137,12 @@ class S3CredentialProvider:
     def _opener(self) -> urllib.request.OpenerDirector:
         handlers: list[Any] = [urllib.request.HTTPCookieProcessor(CookieJar())]
         if not self.token:  # Earthdata Login's redirect flow: basic auth to its host only, cookies back
-            login = netrc.netrc(str(self.netrc_file)).authenticators(EARTHDATA_LOGIN_HOST)
+            host = urlparse(self.login_url).hostname or EARTHDATA_LOGIN_HOST
+            login = netrc.netrc(str(self.netrc_file)).authenticators(host)
             if login is None:
-                raise AuthenticationError(f"{self.netrc_file} has no '{EARTHDATA_LOGIN_HOST}' entry: {AUTH_FIX}")
+                raise AuthenticationError(f"{self.netrc_file} has no '{host}' entry: {AUTH_FIX}")
             passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
-            passwords.add_password(None, f"https://{EARTHDATA_LOGIN_HOST}", login[0], login[2], is_authenticated=True)
+            passwords.add_password(None, self.login_url, login[0], login[2], is_authenticated=True)
             handlers.append(urllib.request.HTTPBasicAuthHandler(passwords))
         return urllib.request.build_opener(*handlers)
 

@@ -8,7 +8,10 @@
   file; ``down``: always 503; ``redirect``: 302 to ``http://localhost:PORT/public/<file>``
   (another host name, as the archive redirects to signed S3 URLs);
 * ``/s3credentials``: with the bearer token, the next entry of ROOT/keys.json as
-  ``{"accessKeyId", "secretAccessKey", "sessionToken", "expiration"}`` (one hour from now).
+  ``{"accessKeyId", "secretAccessKey", "sessionToken", "expiration"}`` (one hour from now);
+* ``/s3credentials-login``: the same keys for a session cookie, else Earthdata Login's redirect
+  flow: 302 to ``http://localhost:PORT/oauth/authorize`` (needs basic auth ``me:pw``), which
+  302s back to ``/login-callback?code=ok`` (sets the cookie), which 302s to ``/s3credentials-login``.
 
 Every request is appended to LOG as a JSON line ``{"path", "host", "auth"}``. A subprocess, not
 a thread: GDAL may hold the GIL while it waits for the server.
@@ -16,6 +19,7 @@ a thread: GDAL may hold the GIL while it waits for the server.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.server
 import json
@@ -52,6 +56,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         authorized = auth == f"Bearer {TOKEN}"
         if self.path == "/s3credentials":
             return self._credentials(authorized, count)
+        if self.path == "/s3credentials-login":
+            if "edl=ok" in (self.headers.get("Cookie") or ""):
+                return self._credentials(True, count)
+            return self._status(302, {"Location": f"http://localhost:{PORT}/oauth/authorize"})
+        if self.path == "/oauth/authorize":
+            if auth != "Basic " + base64.b64encode(b"me:pw").decode():
+                return self._status(401, {"WWW-Authenticate": 'Basic realm="edl"'})
+            return self._status(302, {"Location": f"http://127.0.0.1:{PORT}/login-callback?code=ok"})
+        if self.path == "/login-callback?code=ok":
+            return self._status(302, {"Set-Cookie": "edl=ok; Path=/", "Location": "/s3credentials-login"})
         mode, _, name = self.path.lstrip("/").partition("/")
         name, _, query = name.partition("?")  # a query only makes a URL distinct (GDAL caches per URL)
         if mode in ("403", "404"):

@@ -164,6 +164,28 @@ def test_s3_keys_are_cached_and_refreshed_before_they_expire(archive):
     assert "not-the-token" not in str(err.value)
 
 
+def test_s3_keys_through_the_earthdata_login_redirect_flow_with_netrc(archive, tmp_path):
+    (archive.root / "keys.json").write_text(json.dumps([["AKIANETRC", "secret-n", "session-n"]]))
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine localhost login me password pw\n")
+    netrc.chmod(0o600)
+    provider = credentials.S3CredentialProvider(f"{archive.url}/s3credentials-login", netrc_file=netrc,
+                                                login_url=f"http://localhost:{archive.port}")
+    assert provider("s3://lp-prod-protected/a")["key"] == "AKIANETRC"
+    hops = [r for r in map(json.loads, archive.log.read_text().splitlines())
+            if r["path"].startswith(("/s3credentials-login", "/oauth", "/login-callback"))]
+    assert [r["path"].split("?")[0] for r in hops] == ["/s3credentials-login", "/oauth/authorize",
+                                                       "/login-callback", "/s3credentials-login"]
+    # the password goes to the login host only; the archive host gets the cookie, never the login
+    assert [r["auth"] is not None for r in hops] == [False, True, False, False]
+    bad = tmp_path / "bad"
+    bad.write_text("machine localhost login me password wrong\n")
+    bad.chmod(0o600)
+    with pytest.raises(AuthenticationError, match="HTTP 401"):
+        credentials.S3CredentialProvider(f"{archive.url}/s3credentials-login", netrc_file=bad,
+                                         login_url=f"http://localhost:{archive.port}")("s3://x/a")
+
+
 @pytest.fixture
 def iam_s3(monkeypatch):
     """moto with IAM checks on (after 11 setup calls): bucket ``archive`` readable only with the
