@@ -50,6 +50,9 @@ NETRC_ENV = "NETRC"
 """Environment variable naming the netrc file (default ``~/.netrc``), as curl and Python read it."""
 EARTHDATA_LOGIN_HOST = "urs.earthdata.nasa.gov"
 """The netrc machine of Earthdata Login."""
+LOGIN_URL_ENV = "LSSR_EARTHDATA_LOGIN_URL"
+"""Earthdata Login's URL (default ``https://urs.earthdata.nasa.gov``; e.g. the UAT environment);
+its host is the netrc machine looked up."""
 HTTPS_PREFIXES_ENV = "LSSR_EARTHDATA_PREFIXES"
 """Comma-separated https URL prefixes that get Earthdata credentials."""
 S3_PREFIXES_ENV = "LSSR_ARCHIVE_S3_PREFIXES"
@@ -82,12 +85,18 @@ def earthdata_token(env: Mapping[str, str] | None = None) -> str | None:
         raise ConfigError(f"{EARTHDATA_TOKEN_FILE_ENV}={path} cannot be read ({exc.strerror})") from None
 
 
+def login_url(env: Mapping[str, str] | None = None) -> str:
+    """Earthdata Login's URL (:data:`LOGIN_URL_ENV`)."""
+    env = os.environ if env is None else env
+    return (env.get(LOGIN_URL_ENV) or f"https://{EARTHDATA_LOGIN_HOST}").rstrip("/")
+
+
 def earthdata_netrc(env: Mapping[str, str] | None = None) -> Path | None:
     """The netrc file (``NETRC``, else ``~/.netrc``) if it has an Earthdata Login entry."""
     env = os.environ if env is None else env
     path = Path(env.get(NETRC_ENV) or Path.home() / ".netrc").expanduser()
     try:
-        entry = netrc.netrc(str(path)).authenticators(EARTHDATA_LOGIN_HOST)
+        entry = netrc.netrc(str(path)).authenticators(urlparse(login_url(env)).hostname or EARTHDATA_LOGIN_HOST)
     except (OSError, netrc.NetrcParseError):
         return None
     return path if entry else None
@@ -198,7 +207,7 @@ def configure_archive_access(env: Mapping[str, str] | None = None, *,
     https = _split(env.get(HTTPS_PREFIXES_ENV), LPDAAC_HTTPS)
     s3 = _split(env.get(S3_PREFIXES_ENV), LPDAAC_BUCKET)
     endpoint = env.get(S3CREDENTIALS_URL_ENV) or LPDAAC_S3CREDENTIALS
-    key = (token, str(path), tuple(https), tuple(s3), endpoint)
+    key = (token, str(path), tuple(https), tuple(s3), endpoint, login_url(env))
     if _CONFIGURED.get("key") == key:
         return list(_CONFIGURED["prefixes"])
     for prefix in _CONFIGURED.get("prefixes", []):
@@ -210,7 +219,7 @@ def configure_archive_access(env: Mapping[str, str] | None = None, *,
             if urlparse(prefix).scheme not in ("https", "http"):  # http: loopback test servers
                 raise ConfigError(f"{HTTPS_PREFIXES_ENV}: {prefix!r} is not an https:// prefix")
             register_storage(prefix, {"gdal": gdal})
-        provider = S3CredentialProvider(endpoint, token=token, netrc_file=path, clock=clock)
+        provider = S3CredentialProvider(endpoint, token=token, netrc_file=path, clock=clock, login_url=login_url(env))
         for prefix in s3:
             register_storage(prefix, {"client_kwargs": {"region_name": "us-west-2"}}, credentials=provider)
         prefixes = https + s3
@@ -220,7 +229,7 @@ def configure_archive_access(env: Mapping[str, str] | None = None, *,
 
 __all__ = [
     "AUTH_FIX", "EARTHDATA_LOGIN_HOST", "EARTHDATA_TOKEN_ENV", "EARTHDATA_TOKEN_FILE_ENV", "HTTPS_PREFIXES_ENV",
-    "LPDAAC_BUCKET", "LPDAAC_HTTPS", "LPDAAC_S3CREDENTIALS", "NETRC_ENV", "S3CREDENTIALS_URL_ENV",
+    "LOGIN_URL_ENV", "LPDAAC_BUCKET", "LPDAAC_HTTPS", "LPDAAC_S3CREDENTIALS", "NETRC_ENV", "S3CREDENTIALS_URL_ENV",
     "S3_PREFIXES_ENV", "S3CredentialProvider", "archive_prefix", "configure_archive_access", "earthdata_netrc",
-    "earthdata_token", "https_gdal_options",
+    "earthdata_token", "https_gdal_options", "login_url",
 ]

@@ -4,6 +4,7 @@
 (as GDAL's /vsicurl/ reads COGs) at ``/<mode>/<file>``:
 
 * ``auth``: needs ``Authorization: Bearer TOKEN`` (else 401); ``public``: no check;
+* ``edl``: the file for a session cookie, else Earthdata Login's redirect flow (below);
 * ``403`` / ``404``: that status; ``flaky``: 503 for the first two requests of a path, then the
   file; ``down``: always 503; ``redirect``: 302 to ``http://localhost:PORT/public/<file>``
   (another host name, as the archive redirects to signed S3 URLs);
@@ -60,24 +61,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if "edl=ok" in (self.headers.get("Cookie") or ""):
                 return self._credentials(True, count)
             return self._status(302, {"Location": f"http://localhost:{PORT}/oauth/authorize"})
-        if self.path == "/oauth/authorize":
+        if self.path.startswith("/oauth/authorize"):
             if auth != "Basic " + base64.b64encode(b"me:pw").decode():
                 return self._status(401, {"WWW-Authenticate": 'Basic realm="edl"'})
-            return self._status(302, {"Location": f"http://127.0.0.1:{PORT}/login-callback?code=ok"})
-        if self.path == "/login-callback?code=ok":
-            return self._status(302, {"Set-Cookie": "edl=ok; Path=/", "Location": "/s3credentials-login"})
+            back = self.path.partition("?next=")[2] or "/s3credentials-login"
+            return self._status(302, {"Location": f"http://127.0.0.1:{PORT}/login-callback?code=ok&next={back}"})
+        if self.path.startswith("/login-callback?code=ok"):
+            back = self.path.partition("&next=")[2] or "/s3credentials-login"
+            return self._status(302, {"Set-Cookie": "edl=ok; Path=/", "Location": back})
         mode, _, name = self.path.lstrip("/").partition("/")
         name, _, query = name.partition("?")  # a query only makes a URL distinct (GDAL caches per URL)
         if mode in ("403", "404"):
             return self._status(int(mode))
         if mode == "auth" and not authorized:
             return self._status(401, {"WWW-Authenticate": "Bearer"})
+        if mode == "edl" and "edl=ok" not in (self.headers.get("Cookie") or ""):
+            return self._status(302, {"Location": f"http://localhost:{PORT}/oauth/authorize?next={self.path}"})
         if mode == "down" or (mode == "flaky" and count <= 2):
             return self._status(503)
         if mode == "redirect":
             return self._status(302, {"Location": f"http://localhost:{PORT}/public/{name}?{query}"})
         path = ROOT / name
-        if mode not in ("auth", "public", "flaky") or not path.is_file():
+        if mode not in ("auth", "public", "flaky", "edl") or not path.is_file():
             return self._status(404)
         self._file(path.read_bytes(), head)
 

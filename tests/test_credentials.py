@@ -164,16 +164,32 @@ def test_s3_keys_are_cached_and_refreshed_before_they_expire(archive):
     assert "not-the-token" not in str(err.value)
 
 
+def test_https_read_through_the_earthdata_login_redirect_flow_with_netrc(archive, l30_granule, tmp_path,
+                                                                         monkeypatch, unconfigure):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine localhost login me password pw\n")
+    netrc.chmod(0o600)
+    _configure(archive, monkeypatch, NETRC=str(netrc), LSSR_EARTHDATA_LOGIN_URL=f"http://localhost:{archive.port}")
+    Path(credentials.https_gdal_options()["GDAL_HTTP_COOKIEJAR"]).unlink(missing_ok=True)  # no session yet
+    np.testing.assert_array_equal(_read(f"{archive.url}/edl/B04.tif?t=netrc", l30_granule), _local(l30_granule))
+    hops = [r for r in map(json.loads, archive.log.read_text().splitlines()) if "t=netrc" in r["path"]]
+    assert [r["path"].split("?")[0] for r in hops[:3]] == ["/edl/B04.tif", "/oauth/authorize", "/login-callback"]
+    # the netrc login is not sent before the archive asks for it, and reaches the login host; curl
+    # (libcurl 8.16) then also sends it to the original (archive) host on the redirects back
+    assert hops[0]["auth"] is None and hops[1]["auth"] is not None
+
+
 def test_s3_keys_through_the_earthdata_login_redirect_flow_with_netrc(archive, tmp_path):
     (archive.root / "keys.json").write_text(json.dumps([["AKIANETRC", "secret-n", "session-n"]]))
     netrc = tmp_path / "netrc"
     netrc.write_text("machine localhost login me password pw\n")
     netrc.chmod(0o600)
+    assert credentials.earthdata_netrc({"NETRC": str(netrc)}) is None  # not an Earthdata Login entry
     provider = credentials.S3CredentialProvider(f"{archive.url}/s3credentials-login", netrc_file=netrc,
                                                 login_url=f"http://localhost:{archive.port}")
     assert provider("s3://lp-prod-protected/a")["key"] == "AKIANETRC"
     hops = [r for r in map(json.loads, archive.log.read_text().splitlines())
-            if r["path"].startswith(("/s3credentials-login", "/oauth", "/login-callback"))]
+            if r["path"].startswith(("/s3credentials-login", "/oauth", "/login-callback")) and "/edl/" not in r["path"]]
     assert [r["path"].split("?")[0] for r in hops] == ["/s3credentials-login", "/oauth/authorize",
                                                        "/login-callback", "/s3credentials-login"]
     # the password goes to the login host only; the archive host gets the cookie, never the login
