@@ -360,3 +360,20 @@ def test_map_job_stops_with_an_authentication_error_naming_the_fix(archive, tmp_
     assert rc != 0 and "authentication failed" in err and "EARTHDATA_TOKEN" in err, err[-2000:]
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
     assert archive.requests("?t=job") and all(r["auth"] is None for r in archive.requests("?t=job"))
+
+
+def test_a_worker_without_credentials_for_the_output_gets_an_authentication_error(s3_bucket, monkeypatch):
+    from lssr_ray.mapping.udfs import CommitPartials
+
+    url, options, _ = s3_bucket
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find here
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    fresh = {"endpoint_url": options["endpoint_url"].replace("127.0.0.1", "localhost")}  # not a cached s3fs
+    batch = {"chip_id": np.asarray(["r0000c0000"]), "ti": np.asarray([0]), "status": np.asarray(["skipped"]),
+             "reason": np.asarray(["nodata"]), "detail": np.asarray([""]), "granules": np.asarray([""]),
+             "window": np.zeros((1, 4), np.int64), "read_s": np.zeros(1), "infer_s": np.zeros(1)}
+    with pytest.raises(AuthenticationError, match="not sent to workers.*instance or pod role"):
+        CommitPartials(f"{url}/out.zarr", storage_options=fresh)(batch)

@@ -29,6 +29,7 @@ Partials of chip ``c`` at time step ``ti`` are ``<store>/_partials/t{ti:04d}/<c>
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -46,6 +47,7 @@ from lssr_ray.errors import (
     CRSMismatchError,
     MissingDataError,
     StorageUnreachableError,
+    one_line,
     read_skip_reason,
 )
 
@@ -264,6 +266,24 @@ class LSSRPredictor:
         return out
 
 
+@contextlib.contextmanager
+def _worker_credentials(url: str) -> Any:
+    """Turn a store write refused for missing/denied credentials in a Ray worker into an
+    :class:`AuthenticationError` that says where workers get credentials from."""
+    try:
+        yield
+    except Exception as exc:
+        from botocore.exceptions import NoCredentialsError
+
+        if not isinstance(exc, (NoCredentialsError, PermissionError)):
+            raise
+        raise AuthenticationError(
+            f"authentication failed writing {url} from a Ray worker ({one_line(exc)}); credentials are not "
+            "sent to workers (the Ray dashboard would show them): give each node its own (instance or pod role, "
+            "AWS_* variables or ~/.aws on the node, LSSR_STORAGE_OPTIONS without keys) and check the bucket's "
+            "write permissions") from exc
+
+
 class CommitPartials:
     """Commit each row as one atomic partial (``ok`` with its prediction, or a recorded skip).
 
@@ -287,12 +307,13 @@ class CommitPartials:
             ok = str(batch["status"][i]) == "ok"
             grans = [g for g in str(batch["granules"][i]).split(",") if g]
             timing = {"read_s": float(batch["read_s"][i]), "infer_s": float(batch["infer_s"][i])}
-            commit_partial(self.store, ti, str(cid), sr=batch["sr"][i] if ok else None,
-                           layers={k: batch[k][i] for k in trust} if ok else None,
-                           window=[int(v) for v in batch["window"][i]] if ok else None,
-                           status="ok" if ok else "skipped", reason=None if ok else str(batch["reason"][i]),
-                           detail=str(batch["detail"][i]), granules=grans, timing=timing,
-                           storage_options=self.storage_options)
+            with _worker_credentials(self.store):
+                commit_partial(self.store, ti, str(cid), sr=batch["sr"][i] if ok else None,
+                               layers={k: batch[k][i] for k in trust} if ok else None,
+                               window=[int(v) for v in batch["window"][i]] if ok else None,
+                               status="ok" if ok else "skipped", reason=None if ok else str(batch["reason"][i]),
+                               detail=str(batch["detail"][i]), granules=grans, timing=timing,
+                               storage_options=self.storage_options)
             commit_s.append(time.perf_counter() - t0)
         out = {k: np.asarray(batch[k]) for k in _META_COLS if k != "window"}
         out.update(read_s=np.asarray(batch["read_s"]), infer_s=np.asarray(batch["infer_s"]),
