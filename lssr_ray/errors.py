@@ -20,6 +20,9 @@ class CoverageError(LssrError):
 class MissingDataError(LssrError, FileNotFoundError):
     """A band file, granule or layer the request needs does not exist or cannot be opened."""
 
+    skip_reason = "corrupt_source"
+    """The chip skip reason a read failing with this error is recorded under."""
+
 
 class CRSMismatchError(LssrError):
     """Two inputs that must share a grid do not, and cannot be reconciled automatically."""
@@ -27,6 +30,26 @@ class CRSMismatchError(LssrError):
 
 class StorageUnreachableError(LssrError, ConnectionError):
     """An object store (S3 endpoint) cannot be reached."""
+
+
+class AuthenticationError(LssrError, PermissionError):
+    """Credentials are missing, wrong or expired for a URL (HTTP 401/403, S3 AccessDenied,
+    ExpiredToken); the job stops and the message names the fix. Never a chip skip: every
+    other chip would fail the same way."""
+
+
+class MissingObjectError(MissingDataError):
+    """The object a URL names does not exist (HTTP 404, S3 NoSuchKey): a recorded chip skip
+    (``missing_object``)."""
+
+    skip_reason = "missing_object"
+
+
+class TransientReadError(MissingDataError):
+    """A read failed with a server or network error (HTTP 429/5xx, timeout) after the storage
+    client's retries: a recorded chip skip (``transient_read``) that ``--resume`` retries."""
+
+    skip_reason = "transient_read"
 
 
 class ConfigError(LssrError, ValueError):
@@ -41,7 +64,8 @@ class ChipSkipped(LssrError):
     """A chip cannot be processed (all cloud, all nodata, corrupt source); recorded, not fatal.
 
     ``reason`` is a short machine-readable token (``"all_cloud"``, ``"nodata"``,
-    ``"corrupt_source"``, ``"missing_granule"``) and the message says more.
+    ``"corrupt_source"``, ``"missing_granule"``, ``"missing_object"``, ``"transient_read"``)
+    and the message says more.
     """
 
     def __init__(self, chip_id: str, reason: str, detail: str = "") -> None:
@@ -69,6 +93,19 @@ class BatchError(LssrError, ValueError):
 
 class ProtocolError(LssrError, ValueError):
     """An evaluation would score ground the model trained on or its base was pretrained on."""
+
+
+def read_skip_reason(errors: list[MissingDataError]) -> str:
+    """The skip reason of a chip none of whose granules could be read: ``transient_read`` if
+    any failure was transient (a retry may succeed), else ``missing_object`` if all objects
+    were missing, else ``corrupt_source``; ``missing_granule`` when nothing was tried."""
+    reasons = {getattr(e, "skip_reason", MissingDataError.skip_reason) for e in errors}
+    if not reasons:
+        return "missing_granule"
+    for reason in (TransientReadError.skip_reason, MissingDataError.skip_reason):
+        if reason in reasons:
+            return reason
+    return MissingObjectError.skip_reason
 
 
 _REMOTE_ERROR = re.compile(r"^\s*lssr_ray\.errors\.(\w+): (.+?)\s*$", re.MULTILINE)

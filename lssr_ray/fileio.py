@@ -10,7 +10,13 @@ prefix):
   callable ``provider(url) -> {"key": ..., "secret": ..., "token": ...}`` called on every
   :func:`settings_for`, so short-lived credentials are fetched fresh;
 * the environment variable :data:`STORAGE_OPTIONS_ENV` (``LSSR_STORAGE_OPTIONS``), JSON
-  ``{"s3://bucket/prefix": {...}}``; it reaches Ray workers with the other ``LSSR_`` variables.
+  ``{"s3://bucket/prefix": {...}}`` (non-secret settings only: it reaches Ray workers' runtime
+  env; keys in it are stripped there, see :mod:`lssr_ray.mapping.ray_env`).
+
+A prefix's ``"gdal"`` option (GDAL config options, e.g. :mod:`lssr_ray.credentials`' Earthdata
+token on an ``https://`` prefix) goes to GDAL reads under that prefix only, never to fsspec.
+Transient errors (HTTP 429/5xx) are retried with backoff by GDAL and botocore (``standard``
+mode); connect timeouts stay short so an unreachable endpoint fails in seconds.
 
 The S3 endpoint of a URL is, first found: the call's ``storage_options``, the prefix's
 options, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL`` (botocore's own order), else AWS.
@@ -38,9 +44,10 @@ STORAGE_OPTIONS_ENV = "LSSR_STORAGE_OPTIONS"
 """Environment variable with per-prefix storage options, JSON ``{"s3://bucket/prefix": {...}}``."""
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 """Environment variables naming the S3 endpoint, most specific first (as botocore reads them)."""
-CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-"""Environment variables holding AWS credentials."""
-CREDENTIAL_KEY = re.compile(r"secret|password|passwd|token|access_key|credential|^key$", re.IGNORECASE)
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "EARTHDATA_TOKEN")
+"""Environment variables holding credentials (AWS keys, the Earthdata token)."""
+CREDENTIAL_KEY = re.compile(r"secret|password|passwd|token|access_key|credential|bearer|authorization|^key$",
+                            re.IGNORECASE)
 """Option/attribute names whose values are credentials."""
 NETCDF_ENGINES = ("h5netcdf", "netcdf4")
 """xarray engines tried in order by :func:`open_netcdf` (both decode the samples identically)."""
@@ -49,10 +56,15 @@ _GDAL_DEFAULTS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no bucket listing per open
     "GDAL_HTTP_TIMEOUT": "10",  # seconds; an unreachable endpoint must fail fast
     "GDAL_HTTP_CONNECTTIMEOUT": "3",
-    "GDAL_HTTP_MAX_RETRY": "0",
+    # HTTP 429/5xx (GDAL's default retry codes) retried 3 times, 0.5 s then doubling: ~3.5 s
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
 }
 _GDAL_ENV_KEYS = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_REGION", "AWS_NO_SIGN_REQUEST",
-                  "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT", "GDAL_HTTP_MAX_RETRY")
+                  "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_CONNECTTIMEOUT", "GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY",
+                  "GDAL_HTTP_RETRY_CODES")
+S3_RETRIES = {"max_attempts": 5, "mode": "standard"}
+"""botocore retry config of every s3fs filesystem (throttling, 5xx, connection resets)."""
 
 CredentialProvider = Callable[[str], Mapping[str, Any]]
 """``provider(url) -> s3fs credential options`` (``key``, ``secret``, ``token``) for that URL."""
@@ -129,9 +141,18 @@ def _configured(url: str, env: Mapping[str, str]) -> dict[str, Any]:
     out = dict(options)
     if provider is not None:
         creds = dict(provider(url))
-        _ISSUED[:] = ([v for v in creds.values() if isinstance(v, str)] + _ISSUED)[:64]
+        _ISSUED[:] = (_strings(creds) + _ISSUED)[:64]
         out.update(creds)
     return out
+
+
+def _strings(table: Mapping[str, Any]) -> list[str]:  # values of table and its nested dicts
+    return [x for v in table.values() for x in (_strings(v) if isinstance(v, Mapping) else [v]) if isinstance(x, str)]
+
+
+def _secret_strings(table: Mapping[str, Any]) -> list[str]:  # credential-named values, nested too
+    return [x for k, v in table.items() for x in (_secret_strings(v) if isinstance(v, Mapping) else
+                                                  [v] if isinstance(v, str) and CREDENTIAL_KEY.search(k) else [])]
 
 
 def env_endpoint(env: Mapping[str, str] | None = None) -> str | None:
@@ -154,8 +175,13 @@ def settings_for(url: str | os.PathLike, storage_options: Mapping[str, Any] | No
     if not is_remote(url):
         return {}
     opts = {**_configured(url, env), **dict(storage_options or {})}
-    if is_s3(url) and not _endpoint_of(opts) and env_endpoint(env):
-        opts["endpoint_url"] = env_endpoint(env)
+    opts.pop("gdal", None)  # GDAL's own options, for gdal_env only
+    if is_s3(url):
+        if not _endpoint_of(opts) and env_endpoint(env):
+            opts["endpoint_url"] = env_endpoint(env)
+        config = dict(opts.get("config_kwargs") or {})
+        config.setdefault("retries", dict(S3_RETRIES))
+        opts["config_kwargs"] = config
     return opts
 
 
@@ -174,7 +200,7 @@ def secret_values(storage_options: Mapping[str, Any] | None = None, *,
     vals = [env.get(k, "") for k in CREDENTIAL_ENV] + list(_ISSUED)
     tables = [dict(storage_options or {}), *_env_prefixes(env).values(), *(o for o, _ in _REGISTERED.values())]
     for table in tables:
-        vals += [v for k, v in table.items() if isinstance(v, str) and CREDENTIAL_KEY.search(k)]
+        vals += _secret_strings(table)
     return [v for v in dict.fromkeys(vals) if len(v) >= 4]
 
 
@@ -254,7 +280,7 @@ def endpoint_gdal_options(endpoint: str) -> dict[str, str]:
 
 def gdal_options(url: str | None = None, storage_options: Mapping[str, Any] | None = None, *,
                  env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """GDAL config options for S3 and HTTP (short timeouts, no retries).
+    """GDAL config options for S3 and HTTP (short timeouts, retries with backoff).
 
     The endpoint (``http://host:port``) becomes ``AWS_S3_ENDPOINT=host:port``, ``AWS_HTTPS`` and
     ``AWS_VIRTUAL_HOSTING=FALSE``: from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, overridden
@@ -266,8 +292,8 @@ def gdal_options(url: str | None = None, storage_options: Mapping[str, Any] | No
 
 
 def _explicit(url: str | None, storage_options: Mapping[str, Any] | None, env: Mapping[str, str]) -> dict[str, Any]:
-    """Per-URL options of an ``s3://`` URL without the environment's endpoint (``{}`` otherwise)."""
-    return {**_configured(str(url), env), **dict(storage_options or {})} if url and is_s3(url) else {}
+    """Per-URL options of a remote URL without the environment's endpoint (``{}`` otherwise)."""
+    return {**_configured(str(url), env), **dict(storage_options or {})} if url and is_remote(url) else {}
 
 
 def _gdal_config(explicit: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
@@ -279,6 +305,7 @@ def _gdal_config(explicit: Mapping[str, Any], env: Mapping[str, str]) -> dict[st
         opts.update(endpoint_gdal_options(_endpoint_of(explicit)))
     if explicit.get("anon"):
         opts["AWS_NO_SIGN_REQUEST"] = "YES"
+    opts.update({str(k): str(v) for k, v in dict(explicit.get("gdal") or {}).items()})
     return opts
 
 
@@ -359,7 +386,7 @@ def open_netcdf(path: str | os.PathLike, *, mask_and_scale: bool = True, decode_
 
 
 __all__ = [
-    "CREDENTIAL_ENV", "CREDENTIAL_KEY", "ENDPOINT_ENV", "NETCDF_ENGINES", "STORAGE_OPTIONS_ENV",
+    "CREDENTIAL_ENV", "CREDENTIAL_KEY", "ENDPOINT_ENV", "NETCDF_ENGINES", "S3_RETRIES", "STORAGE_OPTIONS_ENV",
     "CredentialProvider", "atomic_put", "check_endpoint", "check_reachable", "endpoint_for",
     "endpoint_gdal_options", "env_endpoint", "filesystem", "gdal_endpoint", "gdal_env", "gdal_options", "is_remote", "is_s3", "join",
     "open_netcdf", "pyarrow_filesystem", "register_storage", "secret_values", "settings_for",

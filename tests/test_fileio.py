@@ -76,7 +76,7 @@ def test_endpoint_precedence_call_options_then_s3_variable_then_generic():
     assert fileio.settings_for("/local/path", {"endpoint_url": "http://mine:3"}, env=env) == {}
     o = fileio.gdal_options(env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9100"})
     assert o["AWS_S3_ENDPOINT"] == "127.0.0.1:9100" and o["AWS_HTTPS"] == "NO"
-    assert o["AWS_VIRTUAL_HOSTING"] == "FALSE" and o["GDAL_HTTP_MAX_RETRY"] == "0"
+    assert o["AWS_VIRTUAL_HOSTING"] == "FALSE" and o["GDAL_HTTP_MAX_RETRY"] == "3"  # 5xx retried with backoff
     assert "AWS_ACCESS_KEY_ID" not in o  # credentials travel in a rasterio AWSSession instead
     assert fileio.gdal_options(env=env)["AWS_S3_ENDPOINT"] == "s3only:2"
     assert "AWS_S3_ENDPOINT" not in fileio.gdal_options(env={})
@@ -126,7 +126,7 @@ def test_per_prefix_settings_choose_options_for_two_buckets(bare_env, dead_endpo
     try:
         a = fileio.settings_for(OBJECT)
         b = fileio.settings_for(f"s3://{other}/dem/dem_31UDS.tif")
-        assert a == {"endpoint_url": bare_env.endpoint_url}
+        assert a == {"endpoint_url": bare_env.endpoint_url, "config_kwargs": {"retries": fileio.S3_RETRIES}}
         assert b["endpoint_url"] == localhost and b["secret"] == "issued-secret-2"
         assert calls == [f"s3://{other}/dem/dem_31UDS.tif"]
         # longest prefix wins; a bucket whose name merely starts like a prefix does not match

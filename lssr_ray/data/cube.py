@@ -41,7 +41,7 @@ from lssr_ray.data.coverage import covered_part, granule_overlaps, search_granul
 from lssr_ray.data.grid import Chip, ChipPlan, group_chips, union_window
 from lssr_ray.data.mosaic import DayMosaic, clearest_cut, mosaic_days
 from lssr_ray.data.readers import LowRes, read_lowres
-from lssr_ray.errors import MissingDataError
+from lssr_ray.errors import MissingDataError, read_skip_reason
 
 
 class GranuleLike(Protocol):
@@ -147,14 +147,14 @@ def read_chips(plan: ChipPlan, granules: Sequence[Any], *, aux: AuxSource | None
     for group in group_chips(plan, block=block):
         win = union_window([c.input_window for c in group])
         blocks: list[tuple[Any, LowRes]] = []
-        failures: list[str] = []
+        failures: list[MissingDataError] = []  # their classes give the skip reason
         for g in granules:
             if not granule_overlaps(g, plan.grid, win):
                 continue
             try:
                 blocks.append((g, read_lowres(g, plan.grid, window=win)))
             except MissingDataError as exc:
-                failures.append(str(exc))
+                failures.append(exc)
         days = mosaic_days(blocks, plan.grid.crs)  # fused per pixel, one per solar day
         chosen = [_choose(chip, days, failures) for chip in group]
         # aux: one read per distinct layer set (SAR scene depends on the chip's date)
@@ -202,12 +202,12 @@ def _cut_aux(a: AuxArrays, outer: tuple[int, int, int, int], inner: tuple[int, i
     return AuxArrays(dem, lc, sar, present)
 
 
-def _choose(chip: Chip, days: list[DayMosaic], failures: list[str]) -> tuple[ChipRecord, LowRes | None, Any]:
+def _choose(chip: Chip, days: list[DayMosaic], failures: list[MissingDataError]) -> tuple[ChipRecord, LowRes | None, Any]:
     """The chip cut from its clearest solar-day mosaic (one day for ``dates=all``), or a skip record."""
     rec = {"chip_id": chip.id, "input_window": tuple(chip.input_window), "bounds": tuple(chip.bounds)}
     if not days:
-        reason = "corrupt_source" if failures else "missing_granule"
-        return ChipRecord(**rec, skipped=reason, detail="; ".join(failures) or "no granule overlaps the chip"), None, None
+        detail = "; ".join(map(str, failures)) or "no granule overlaps the chip"
+        return ChipRecord(**rec, skipped=read_skip_reason(failures), detail=detail), None, None
     best = clearest_cut(days, chip.input_window)
     if best.lowres.clear_fraction == 0.0:
         seen = any(bool(d.lowres.cut(chip.input_window).observed.any()) for d in days)
@@ -216,7 +216,7 @@ def _choose(chip: Chip, days: list[DayMosaic], failures: list[str]) -> tuple[Chi
                           detail=f"0 clear pixels in {len(ids)} granule(s): {', '.join(ids)}"), None, None
     low = best.lowres
     return ChipRecord(**rec, granule_id=best.granules[0], month=low.month, clear_fraction=low.clear_fraction,
-                      data_fraction=float(low.observed.mean()), detail="; ".join(failures), granules=best.granules,
+                      data_fraction=float(low.observed.mean()), detail="; ".join(map(str, failures)), granules=best.granules,
                       sensor=best.sensor, solar_day=best.day.day.isoformat()), low, best.day.when
 
 

@@ -1,9 +1,14 @@
 """Raster reads for local paths and ``s3://`` URIs, onto a target grid, only the window needed.
 
-GDAL settings for S3 (endpoint, credentials, short HTTP timeouts, no retries) come from
-:func:`lssr_ray.fileio.gdal_env` for each href and are carried explicitly into every read, so
-reads in Ray workers and threads see the same settings and an unreachable endpoint fails in
-seconds with :class:`~lssr_ray.errors.StorageUnreachableError`.
+GDAL settings for S3 and https (endpoint, per-URL credentials, short HTTP timeouts, retries with
+backoff) come from :func:`lssr_ray.fileio.gdal_env` for each href and are carried explicitly into
+every read, so reads in Ray workers and threads see the same settings and an unreachable endpoint
+fails in seconds with :class:`~lssr_ray.errors.StorageUnreachableError`.
+
+Failed reads are told apart (:func:`read_error`): 401/403/expired credentials ->
+:class:`~lssr_ray.errors.AuthenticationError` (stops the job, names the fix); 404 ->
+:class:`~lssr_ray.errors.MissingObjectError`; 429/5xx/timeouts after GDAL's retries ->
+:class:`~lssr_ray.errors.TransientReadError`; anything else -> ``MissingDataError`` (corrupt).
 
 Reprojection rule: a source on the target CRS whose pixels sit on the target lattice at the same
 resolution is read with a plain windowed read (bit-exact); anything else (other CRS, other
@@ -21,6 +26,7 @@ import contextlib
 import datetime as _dt
 import functools
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +35,43 @@ import numpy as np
 from affine import Affine
 
 from lssr_ray.config import OUTPUT_BANDS
-from lssr_ray.errors import CRSMismatchError, MissingDataError
-from lssr_ray.fileio import check_endpoint, gdal_endpoint, gdal_env
+from lssr_ray.errors import (
+    AuthenticationError,
+    CRSMismatchError,
+    MissingDataError,
+    MissingObjectError,
+    TransientReadError,
+)
+from lssr_ray.fileio import check_endpoint, gdal_endpoint, gdal_env, is_remote, is_s3
+
+# GDAL's wording for /vsicurl/ (``HTTP response code: 403``) and /vsis3/ (the S3 error code)
+_AUTH = re.compile(r"response code: 40[13]\b|Access ?Denied|InvalidAccessKeyId|Access Key Id you provided|"
+                   r"SignatureDoesNotMatch|signature we calculated|ExpiredToken|token .*(expired|invalid)|"
+                   r"InvalidToken|TokenRefreshRequired|Permission denied", re.IGNORECASE)
+_MISSING = re.compile(r"response code: 404\b|NoSuchKey|NoSuchBucket|specified (key|bucket) does not exist|"
+                      r"does not exist in the file system|No such file", re.IGNORECASE)
+_TRANSIENT = re.compile(r"response code: (429|5\d\d)\b|timed out|timeout|Connection reset|SlowDown|"
+                        r"ServiceUnavailable|InternalError|RequestTimeout", re.IGNORECASE)
+
+
+def read_error(href: str, exc: BaseException, doing: str = "read") -> MissingDataError | AuthenticationError:
+    """The project error for a failed GDAL open/read of ``href`` (see the module docstring)."""
+    from lssr_ray.credentials import AUTH_FIX, archive_prefix
+
+    text = " ".join(str(exc).split())
+    remote = is_remote(href)  # a local file's "Permission denied" is not a credentials problem
+    if remote and _AUTH.search(text):
+        fix = (AUTH_FIX + " (the archive's S3 keys are fetched and refreshed for you; direct S3 reads work only "
+               "in AWS us-west-2)") if archive_prefix(href) else (
+               "check this bucket's credentials (LSSR_STORAGE_OPTIONS prefix settings or AWS_* variables) "
+               "and its read permissions")
+        return AuthenticationError(f"authentication failed: cannot {doing} {href} ({text}); {fix}")
+    if _MISSING.search(text):
+        return MissingObjectError(f"cannot {doing} {href}: the object does not exist ({text})")
+    if remote and _TRANSIENT.search(text):
+        return TransientReadError(f"cannot {doing} {href} after retries, a transient error ({text}); "
+                                  "rerun with --resume to retry")
+    return MissingDataError(f"cannot {doing} raster {href} (corrupt or truncated): {text}")
 
 REFLECTANCE_RESAMPLING = "bilinear"
 """Kernel warping HLS reflectance from another UTM zone onto the grid. Bilinear, not cubic:
@@ -43,22 +84,21 @@ and nodata-edge contamination than cubic's 4 x 4) and never overshoots the range
 def open_raster(href: str) -> Iterator[Any]:
     """Open a local path or ``s3://`` URI with the GDAL env carried explicitly.
 
-    Raises :class:`MissingDataError` (missing/corrupt file, message has GDAL's reason) or
-    :class:`StorageUnreachableError` (``s3://`` endpoint down, message names it).
+    Raises :class:`StorageUnreachableError` (``s3://`` endpoint down, message names it) or the
+    error :func:`read_error` tells apart (message has GDAL's reason).
     """
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    is_s3 = str(href).startswith("s3://")
-    if not is_s3 and "://" not in str(href) and not os.path.exists(href):
-        raise MissingDataError(f"raster not found: {href}")
+    if not is_remote(href) and not os.path.exists(href):
+        raise MissingObjectError(f"raster not found: {href}")
     with gdal_env(href):
         try:
             src = rasterio.open(href)
         except RasterioIOError as exc:
-            if is_s3:
+            if is_s3(href):
                 check_endpoint(gdal_endpoint(href))
-            raise MissingDataError(f"cannot open raster {href} (missing or corrupt): {exc}") from exc
+            raise read_error(href, exc, "open") from exc
         try:
             yield src
         finally:
@@ -171,9 +211,9 @@ def read_raster(
                         valid = vrt.dataset_mask() > 0
                         arr = np.where(valid[None], arr, np.asarray(fillv).astype(arr.dtype))
         except RasterioIOError as exc:
-            if str(href).startswith("s3://"):
+            if is_s3(href):
                 check_endpoint(gdal_endpoint(href))  # the endpoint may have gone away after the open
-            raise MissingDataError(f"cannot read {href} (corrupt or truncated): {exc}") from exc
+            raise read_error(href, exc) from exc
     return arr.astype(out_dtype, copy=False)
 
 
@@ -277,8 +317,8 @@ def read_lowres(granule: Any, grid: Any, *, window: tuple[int, int, int, int], m
             fill = _nodata(href) if fill is None else fill
             return read_raster(href, grid.crs, transform=t, shape=shape, fill=fill, dtype=dtype,
                                resampling=resampling)
-        except MissingDataError as exc:
-            raise MissingDataError(
+        except MissingDataError as exc:  # same class (the skip reason), granule and band named
+            raise type(exc)(
                 f"granule {granule.id}: band {name!r} ({bid}) cannot be read: {exc}; "
                 f"bands present: {sorted(dict(granule.assets))}"
             ) from exc
@@ -301,6 +341,7 @@ __all__ = [
     "hls_band_ids",
     "open_raster",
     "raster_header",
+    "read_error",
     "read_lowres",
     "read_raster",
 ]

@@ -34,8 +34,12 @@ from lssr_ray.fileio import atomic_put, filesystem, is_remote
 
 PARTIALS_DIR = "_partials"
 """Folder of per-chip partials inside the store."""
-SKIP_REASONS = ("all_cloud", "nodata", "corrupt_source", "missing_granule")
+SKIP_REASONS = ("all_cloud", "nodata", "corrupt_source", "missing_granule", "missing_object", "transient_read")
 """Machine-readable reasons a chip is skipped."""
+RETRY_REASONS = ("transient_read",)
+"""Skip reasons a resumed run retries (the read may succeed next time): such partials count as
+committed for accounting but not as done (:func:`retryable_chip_ids`)."""
+_SKIP_PARTIAL_MAX_BYTES = 16384  # a skip partial holds only its JSON record; larger ones are not skips
 CHIP_ID = re.compile(r"^r(\d{4})c(\d{4})$")
 
 
@@ -196,6 +200,28 @@ def done_chip_ids(store_url: str, time_index: int, *,
     return out
 
 
+def retryable_chip_ids(store_url: str, time_index: int, *,
+                       storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """Ids of chips at ``time_index`` whose committed partial is a skip with a
+    :data:`RETRY_REASONS` reason. Only small partials (skips hold no arrays) are opened, so a
+    resume does not read every partial of a large run."""
+    url = partials_dir(store_url, time_index)
+    fs, folder = filesystem(url, storage_options)
+    try:
+        entries = fs.ls(folder, detail=True, refresh=True) if is_remote(url) else fs.ls(folder, detail=True)
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for entry in entries:
+        base = str(entry["name"]).rsplit("/", 1)[-1]
+        if not (base.endswith(".npz") and CHIP_ID.match(base[:-4])) or (entry.get("size") or 0) > _SKIP_PARTIAL_MAX_BYTES:
+            continue
+        p = load_partial(store_url, time_index, base[:-4], with_sr=False, storage_options=storage_options)
+        if p is not None and p.record.get("status") == "skipped" and p.record.get("reason") in RETRY_REASONS:
+            out.add(base[:-4])
+    return out
+
+
 def load_neighbourhood(
     store_url: str,
     time_index: int,
@@ -265,6 +291,7 @@ def summarize(store_url: str, n_times: int, *,
 
 __all__ = [
     "PARTIALS_DIR",
+    "RETRY_REASONS",
     "SKIP_REASONS",
     "Partial",
     "chip_id",
@@ -276,5 +303,6 @@ __all__ = [
     "parse_chip_id",
     "partial_path",
     "partials_dir",
+    "retryable_chip_ids",
     "summarize",
 ]

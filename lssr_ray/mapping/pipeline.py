@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from lssr_ray.config import MapConfig
-from lssr_ray.errors import ConfigError, StoreError
+from lssr_ray.errors import AuthenticationError, ConfigError, StoreError, user_error
 from lssr_ray.fileio import check_reachable, endpoint_for, is_s3
-from lssr_ray.mapping.plan import MapPlan, committed, plan_map
+from lssr_ray.mapping.plan import MapPlan, committed, plan_map, retryable
 from lssr_ray.mapping.summary import MapSummary
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
     A failure while an ``s3://`` catalog or store endpoint is down is raised as
     :class:`~lssr_ray.errors.StorageUnreachableError` naming the endpoint (the original error
     chained), not as the storage client's or Ray's own exception, with resume advice that holds
-    for that storage (:func:`resume_advice`).
+    for that storage (:func:`resume_advice`). An authentication failure in a Ray worker is raised
+    as the :class:`~lssr_ray.errors.AuthenticationError` itself (it names the fix).
     """
     from lssr_ray.errors import StorageUnreachableError
 
@@ -52,9 +53,11 @@ def run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[s
     try:
         return _run_map(cfg, progress=progress, storage_options=storage_options, on_commit=on_commit,
                         confirm=confirm)
-    except StorageUnreachableError:
+    except (StorageUnreachableError, AuthenticationError):
         raise
     except Exception as exc:
+        if isinstance(user_error(exc), AuthenticationError):
+            raise user_error(exc) from exc
         if is_s3(cfg.catalog) or is_s3(cfg.out):
             try:
                 check_reachable(cfg.catalog, cfg.out)
@@ -95,6 +98,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     """
     import ray
 
+    from lssr_ray.credentials import configure_archive_access
     from lssr_ray.mapping.accounting import confirm_run, unaccounted
     from lssr_ray.mapping.classify_stage import resolve_classifier
     from lssr_ray.mapping.finalize import finalize_run
@@ -106,6 +110,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
 
     t0 = time.perf_counter()
     so = dict(storage_options or {})  # the store helpers want a dict for s3:// (not None)
+    configure_archive_access()  # this process's own Earthdata credentials (each Ray worker sets up its own)
     plan = plan_map(cfg)
     classifier = resolve_classifier(cfg.classifier)  # a bad folder fails before any work
     preflight(plan, so)  # output, engine, checkpoint/base, catalog CRS: before any write or Ray
@@ -118,9 +123,15 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     open_or_create_store(plan, so)
     with lock:
         done = committed(plan, so)
+        retry = 0 if cfg.overwrite else sum(len(v) for v in retryable(plan, so).values())
+        if retry:
+            log.info("retrying %d chip-date(s) skipped for transient read errors", retry)
         init_ray(cfg)
         ray.data.DataContext.get_current().enable_progress_bars = False
         infer = infer_and_commit(plan, done, lock=lock, storage_options=so, progress=progress, on_commit=on_commit)
+        if infer.skipped.get("transient_read"):
+            log.warning("%d chip-date(s) skipped for transient read errors: rerun with --resume to retry them",
+                        infer.skipped["transient_read"])
         blend = blend_and_write(plan, lock=lock, storage_options=so, progress=progress)
         final = finalize_run(plan, granule_use=infer.granule_use, classifier=classifier, storage_options=so)
     chips = plan.stage.plan

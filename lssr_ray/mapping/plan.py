@@ -156,15 +156,30 @@ def plan_map(cfg: MapConfig) -> MapPlan:
                    warnings=[warn] if warn else [], notes=notes)
 
 
-def committed(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[int, set[str]]:
-    """``{ti: ids of chips with a committed partial}`` (ok or skipped) for every time step."""
+def committed(plan: MapPlan, storage_options: Mapping[str, Any] | None, *,
+              with_retryable: bool = False) -> dict[int, set[str]]:
+    """``{ti: ids of chips done}`` for every time step: a committed partial, ok or skipped, but
+    not a skip a resumed run retries (``transient_read``) unless ``with_retryable`` (accounting:
+    every planned chip-date has a partial)."""
     from lssr_ray.mapping.partials import done_chip_ids
 
-    return {ti: done_chip_ids(plan.store, ti, storage_options=storage_options) for ti in range(len(plan.times))}
+    done = {ti: done_chip_ids(plan.store, ti, storage_options=storage_options) for ti in range(len(plan.times))}
+    if not with_retryable:
+        for ti, ids in retryable(plan, storage_options).items():
+            done[ti] -= ids
+    return done
+
+
+def retryable(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[int, set[str]]:
+    """``{ti: ids of chips skipped for a transient read error}``: a resumed run reads them again."""
+    from lssr_ray.mapping.partials import retryable_chip_ids
+
+    return {ti: retryable_chip_ids(plan.store, ti, storage_options=storage_options) for ti in range(len(plan.times))}
 
 
 def work_items(plan: MapPlan, done: Mapping[int, set[str]]) -> list[dict[str, Any]]:
-    """Read items ``{"chips", "ti", "granules"}``: one per read block and date, committed chips left out."""
+    """Read items ``{"chips", "ti", "granules"}``: one per read block and date, chips in ``done``
+    (:func:`committed`: transient skips are not done, so they are read again) left out."""
     from lssr_ray.data.grid import group_chips
 
     items = []
@@ -178,4 +193,4 @@ def work_items(plan: MapPlan, done: Mapping[int, set[str]]) -> list[dict[str, An
     return items
 
 
-__all__ = ["MapPlan", "committed", "data_stage", "plan_map", "run_identity", "work_items"]
+__all__ = ["MapPlan", "committed", "data_stage", "plan_map", "retryable", "run_identity", "work_items"]

@@ -155,7 +155,7 @@ def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]], *, lock: Store
                     bar.update(1)
                 lock.heartbeat_if_due()
     seconds = time.perf_counter() - t1
-    check_accounted(ids, committed(plan, storage_options), len(plan.times), plan.labels)
+    check_accounted(ids, committed(plan, storage_options, with_retryable=True), len(plan.times), plan.labels)
     log.info("stage 1: %d chip-date(s) committed in %.1f s (%d already done)", computed, seconds, resumed)
     return InferResult(resumed=resumed, computed=computed, skipped=skipped, skip_examples=examples,
                        granule_use=used, seconds=seconds)

@@ -29,6 +29,7 @@ Partials of chip ``c`` at time step ``ti`` are ``<store>/_partials/t{ti:04d}/<c>
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -41,11 +42,13 @@ import numpy as np
 
 from lssr_ray.config import DEFAULT_BASE_DIR, OUTPUT_BANDS
 from lssr_ray.errors import (
+    AuthenticationError,
     ConfigError,
     CRSMismatchError,
-    LssrError,
     MissingDataError,
     StorageUnreachableError,
+    one_line,
+    read_skip_reason,
 )
 
 _META_COLS = ("chip_id", "ti", "status", "reason", "detail", "granules", "window", "present")
@@ -60,11 +63,16 @@ class ReadChips:
     ``ti`` (time index) and ``granules`` (comma-separated granule ids to choose from: those of
     the date, or all for ``clearest``). Every band of every granule is read once over the block's
     window and cut into chips (:func:`lssr_ray.data.cube.read_chips`). Skipped chips
-    (``all_cloud``, ``nodata``, ``corrupt_source``, ``missing_granule``) are rows with
-    ``status == "skipped"`` and zero arrays.
+    (:data:`~lssr_ray.mapping.partials.SKIP_REASONS`) are rows with ``status == "skipped"`` and
+    zero arrays. An authentication failure or an unreachable endpoint is not a skip: it fails
+    the job. Each actor sets up the archive credentials from its own node
+    (:func:`lssr_ray.credentials.configure_archive_access`): nothing secret is shipped to it.
     """
 
     def __init__(self, plan: Any, granules: Sequence[Any], *, aux: Any = None) -> None:
+        from lssr_ray.credentials import configure_archive_access
+
+        configure_archive_access()
         self.plan = plan
         self.granules = {str(g.id): g for g in granules}
         self.aux = aux
@@ -85,31 +93,36 @@ class ReadChips:
             return list(read_chips(sub, grans, aux=self.aux, block=block))
         except (CRSMismatchError, MissingDataError):
             pass  # a source broken in a way read_chips does not skip (e.g. a COG cut before its geokeys)
-        good, bad = self._probe(chips, grans)
+        good, bad, errors = self._probe(chips, grans)
         if good:
             recs = list(read_chips(sub, good, aux=self.aux, block=block))
             return [(dataclasses.replace(r, detail="; ".join(filter(None, [r.detail, *bad]))), x) for r, x in recs]
         from lssr_ray.data.cube import ChipRecord
 
+        reason = read_skip_reason(errors) if errors else "corrupt_source"
         return [(ChipRecord(chip_id=c.id, input_window=tuple(c.input_window), bounds=tuple(c.bounds),
-                            skipped="corrupt_source", detail="; ".join(bad)), None) for c in chips]
+                            skipped=reason, detail="; ".join(bad)), None) for c in chips]
 
-    def _probe(self, chips: Sequence[Any], grans: Sequence[Any]) -> tuple[list[Any], list[str]]:
-        """Split granules into readable ones and failure messages (read each over the block)."""
+    def _probe(self, chips: Sequence[Any], grans: Sequence[Any]) -> tuple[list[Any], list[str], list[Any]]:
+        """Split granules into readable ones, failure messages and the read errors among them
+        (read each over the block). Authentication and unreachable endpoints are job errors."""
         from lssr_ray.data.grid import union_window
         from lssr_ray.data.readers import read_lowres
 
         win = union_window([c.input_window for c in chips])
-        good, bad = [], []
+        good, bad, errors = [], [], []
         for g in grans:
             try:
                 read_lowres(g, self.plan.grid, window=win)
                 good.append(g)
-            except StorageUnreachableError:
-                raise  # the endpoint is down: a job error, not a chip skip
-            except LssrError as exc:
+            except (StorageUnreachableError, AuthenticationError):
+                raise  # the endpoint is down / credentials are wrong: every chip would fail alike
+            except MissingDataError as exc:
                 bad.append(f"granule {g.id} unreadable: {exc}")
-        return good, bad
+                errors.append(exc)
+            except CRSMismatchError as exc:
+                bad.append(f"granule {g.id} unreadable: {exc}")
+        return good, bad, errors
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: list[dict[str, Any]] = []
@@ -253,6 +266,24 @@ class LSSRPredictor:
         return out
 
 
+@contextlib.contextmanager
+def _worker_credentials(url: str) -> Any:
+    """Turn a store write refused for missing/denied credentials in a Ray worker into an
+    :class:`AuthenticationError` that says where workers get credentials from."""
+    try:
+        yield
+    except Exception as exc:
+        from botocore.exceptions import NoCredentialsError
+
+        if not isinstance(exc, (NoCredentialsError, PermissionError)):
+            raise
+        raise AuthenticationError(
+            f"authentication failed writing {url} from a Ray worker ({one_line(exc)}); credentials are not "
+            "sent to workers (the Ray dashboard would show them): give each node its own (instance or pod role, "
+            "AWS_* variables or ~/.aws on the node, LSSR_STORAGE_OPTIONS without keys) and check the bucket's "
+            "write permissions") from exc
+
+
 class CommitPartials:
     """Commit each row as one atomic partial (``ok`` with its prediction, or a recorded skip).
 
@@ -276,12 +307,13 @@ class CommitPartials:
             ok = str(batch["status"][i]) == "ok"
             grans = [g for g in str(batch["granules"][i]).split(",") if g]
             timing = {"read_s": float(batch["read_s"][i]), "infer_s": float(batch["infer_s"][i])}
-            commit_partial(self.store, ti, str(cid), sr=batch["sr"][i] if ok else None,
-                           layers={k: batch[k][i] for k in trust} if ok else None,
-                           window=[int(v) for v in batch["window"][i]] if ok else None,
-                           status="ok" if ok else "skipped", reason=None if ok else str(batch["reason"][i]),
-                           detail=str(batch["detail"][i]), granules=grans, timing=timing,
-                           present=batch["present"][i] if ok else None, storage_options=self.storage_options)
+            with _worker_credentials(self.store):
+                commit_partial(self.store, ti, str(cid), sr=batch["sr"][i] if ok else None,
+                               layers={k: batch[k][i] for k in trust} if ok else None,
+                               window=[int(v) for v in batch["window"][i]] if ok else None,
+                               status="ok" if ok else "skipped", reason=None if ok else str(batch["reason"][i]),
+                               detail=str(batch["detail"][i]), granules=grans, timing=timing,
+                               present=batch["present"][i] if ok else None, storage_options=self.storage_options)
             commit_s.append(time.perf_counter() - t0)
         out = {k: np.asarray(batch[k]) for k in _META_COLS if k not in ("window", "present")}
         out.update(read_s=np.asarray(batch["read_s"]), infer_s=np.asarray(batch["infer_s"]),

@@ -19,7 +19,7 @@ from lssr_ray.config import REPO_ROOT, GridConfig
 from lssr_ray.data import s3server
 from lssr_ray.data.grid import OutputGrid
 from lssr_ray.data.readers import read_lowres, read_raster
-from lssr_ray.errors import MissingDataError, StorageUnreachableError
+from lssr_ray.errors import MissingObjectError, StorageUnreachableError
 
 ALABAMA = REPO_ROOT / "data" / "samples" / "landsat8_l1t_alabama_2015"
 
@@ -50,8 +50,8 @@ def test_granule_from_s3_equals_disk(s3_env, l30_granule, tmp_path):
     b = read_lowres(g3, grid, window=(3, 7, 64, 64))
     np.testing.assert_array_equal(a.lr, b.lr)
     np.testing.assert_array_equal(a.clear, b.clear)
-    # a key that does not exist on a live endpoint is missing data, not an outage
-    with pytest.raises(MissingDataError, match="missing or corrupt"):
+    # a key that does not exist on a live endpoint is a missing object (a chip skip), not an outage
+    with pytest.raises(MissingObjectError, match="does not exist"):
         read_raster("s3://lssr-gran/nope.tif", l30_granule.crs, transform=l30_granule.transform, shape=(4, 4))
 
 
