@@ -197,8 +197,9 @@ def check_scope(scope: ClassifierScope | None, *, name: str, bbox: tuple[float, 
     times = np.asarray(times, "datetime64[ns]")
     if scope is None:
         start = season_start(times, n_months)
-        return ScopeCheck(start, [f"classifier {name} records no region or season (saved before scopes were "
-                                  "recorded): where it applies is unchecked; retrain it with jobs/train_classifier.py"])
+        unchecked = (f"classifier {name} records no region or season (saved before scopes were recorded): "
+                     "where it applies is unchecked; retrain it with jobs/train_classifier.py")
+        return ScopeCheck(start, [unchecked])
     start = season_start(times, scope.n_months, scope.start_month)
     inside, months = season_months(times, start, scope.n_months)
     problems, notes = [], []

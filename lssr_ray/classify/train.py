@@ -25,7 +25,13 @@ from lssr_ray.classify.features import (
 )
 from lssr_ray.classify.labels import load_croptype_table, load_labels
 from lssr_ray.classify.maps import plot_crop_map, write_area_csv
-from lssr_ray.classify.scope import MARGIN_KM, ClassifierScope, grid_bbox_wgs84, season_months, season_start
+from lssr_ray.classify.scope import (
+    MARGIN_KM,
+    ClassifierScope,
+    grid_bbox_wgs84,
+    season_months,
+    season_start,
+)
 from lssr_ray.classify.split import spatial_split
 from lssr_ray.errors import MissingDataError
 

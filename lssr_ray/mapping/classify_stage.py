@@ -38,8 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from lssr_ray.classify.scope import check_classifier_applies, check_scope, grid_bbox_wgs84, read_scope
-from lssr_ray.classify.scope import season_start as season_start_for  # the one season rule, kept under this name
+from lssr_ray.classify.scope import (
+    check_classifier_applies,
+    check_scope,
+    grid_bbox_wgs84,
+    read_scope,
+)
+from lssr_ray.classify.scope import (
+    season_start as season_start_for,  # the one season rule, kept under this name
+)
 from lssr_ray.config import CROP_CLASSIFIER_DIR, portable_ref
 from lssr_ray.errors import ConfigError, MissingDataError
 from lssr_ray.fileio import filesystem, settings_for, zarr_store

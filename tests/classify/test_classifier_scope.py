@@ -103,8 +103,8 @@ def test_out_of_season_store_is_refused():
     # dates of an earlier season are left out and said so
     two_seasons = np.array(["2017-07-10", "2018-07-17"], "datetime64[D]")
     got = check_scope(scope, name="m", bbox=_bbox(FLANDERS_GRID), times=two_seasons, n_months=12, explicit=False)
-    assert got.warnings == ["1 of 2 store dates lie outside the classifier's season 2017-11 + 12 months and are "
-                            "not used for crop_type"]
+    assert got.warnings == [("1 of 2 store dates lie outside the classifier's season 2017-11 + 12 months and are "
+                             "not used for crop_type")]
 
 
 def test_model_without_scope_is_applied_with_a_warning():
