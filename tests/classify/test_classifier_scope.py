@@ -130,3 +130,26 @@ def test_map_run_checks_the_classifier_before_any_work():
     assert resolve_classifier(str(CROP_CLASSIFIER_DIR), grid=IOWA_GRID, times=SUMMER_2018) == (
         str(CROP_CLASSIFIER_DIR), None)
     assert resolve_classifier(None, grid=FLANDERS_GRID, times=SUMMER_2018) == (str(CROP_CLASSIFIER_DIR), None)
+
+
+def test_map_job_over_alabama_with_the_bundled_classifier_stops_before_any_work(tmp_path, capsys):
+    """``jobs/map_region.py --aoi <Alabama>`` with the default classifier: exit 2, one line that
+    says why and what to do, no Ray started, nothing written."""
+    import importlib.util
+
+    import ray
+
+    from lssr_ray.config import REPO_ROOT
+    from lssr_ray.data.aoi import write_box_aoi
+
+    aoi = write_box_aoi(tmp_path / "al4.geojson", (456015, 3396015, 458985, 3398985), "EPSG:32616")
+    spec = importlib.util.spec_from_file_location("map_region", REPO_ROOT / "jobs" / "map_region.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out = tmp_path / "al4.zarr"
+    assert job.main(["--aoi", aoi, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "outside the region of classifier models/croptype-lgbm" in line and "lon -87." in line
+    assert "--classifier none" in line
+    assert not ray.is_initialized() and not out.exists()
