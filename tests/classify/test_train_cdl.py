@@ -112,7 +112,7 @@ def test_iowa_classifier_learns_corn_and_soybeans_from_the_cdl(trained):
 
     clf = CropClassifier.load(model)
     assert clf.table.codes == (1, 5) and clf.table.names == ("Corn", "Soybeans")  # 81 is not a class
-    assert rep["scores"]["overall_accuracy"] > 0.95 and rep["split"]["test_pixels"] > 500  # held-out fields
+    assert rep["scores"]["overall_accuracy"] > 0.93 and rep["split"]["test_pixels"] > 500  # held-out fields (0.960)
     assert rep["unknown_codes"] == {}
     assert rep["labels"].startswith("CDL_2018_clip_iowa.tif") and "/" not in rep["labels"]  # no local paths
 
