@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.classify.nanstats import nanquantile_first_axis
 from lssr_ray.config import OUTPUT_BANDS, SCALE
 from lssr_ray.data.blockgrid import block_phase, coarse_grid, to_blocks
 from lssr_ray.errors import ConfigError, MissingDataError
@@ -112,7 +113,7 @@ def season_features(
             names += [f"m{m:02d}_{b}" for b in FEATURE_BANDS]
         if quantiles:
             if len(obs):
-                qs = np.nanquantile(obs, quantiles, axis=0)  # (Q, 7, H, W)
+                qs = nanquantile_first_axis(obs, quantiles)  # (Q, 7, H, W)
             else:
                 qs = np.full((len(quantiles), nb, h, w), np.nan, np.float32)
             for qi, q in enumerate(quantiles):

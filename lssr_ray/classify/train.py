@@ -2,7 +2,8 @@
 
 :func:`compare_on_patch` trains every feature source on one whole-field split of the patch and
 writes the comparison; :func:`train_on_store` trains the classifier of map_region's crop_type
-stage on a store's own features against the patch labels on the store grid.
+stage on a store's own features against a label raster on the store grid (a WorldCereal patch's
+CT layer, or a USDA Cropland Data Layer GeoTIFF) and records where it applies.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import glob
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,13 @@ from lssr_ray.classify.features import (
 )
 from lssr_ray.classify.labels import load_croptype_table, load_labels
 from lssr_ray.classify.maps import plot_crop_map, write_area_csv
+from lssr_ray.classify.scope import (
+    MARGIN_KM,
+    ClassifierScope,
+    grid_bbox_wgs84,
+    season_months,
+    season_start,
+)
 from lssr_ray.classify.split import spatial_split
 from lssr_ray.errors import MissingDataError
 
@@ -107,59 +116,105 @@ def compare_on_patch(
     return report
 
 
+LABEL_TABLES = {"worldcereal": "croptype_codes.csv", "cdl": "cdl_codes.csv"}
+"""Bundled label tables (``--label-table``): WorldCereal crop-type codes, USDA CDL class values."""
+SCHEMES = {"worldcereal": "WorldCereal crop type", "cdl": "USDA CDL"}
+"""Label scheme recorded in a classifier's scope for each bundled table."""
+IGNORED_CDL_CODES = (81,)
+"""CDL values that are not a label: 81 "Clouds/No Data" (0, background, is the raster's nodata)."""
+
+
+def label_table(name: str) -> tuple[Any, str, tuple[int, ...]]:
+    """``--label-table`` (``worldcereal``, ``cdl`` or a ``code,name`` CSV) -> (table, scheme, ignored codes)."""
+    if name in LABEL_TABLES:
+        table = load_croptype_table(Path(__file__).with_name(LABEL_TABLES[name]))
+        return table, SCHEMES[name], IGNORED_CDL_CODES if name == "cdl" else ()
+    return load_croptype_table(name), Path(name).stem, ()
+
+
 def train_on_store(
     store: str | Path,
-    patch: str | Path,
+    labels: str | Path,
     save_model: str | Path,
     *,
     out: str | Path,
+    table: str = "worldcereal",
     seed: int = 0,
     num_boost_round: int = 150,
     test_fraction: float = 0.3,
     n_months: int = 12,
+    margin_km: float = MARGIN_KM,
 ) -> dict:
     """Train the crop_type stage's classifier on the store's own season features.
 
-    Labels: the patch's CT layer warped onto the store's 10 m grid; pixels with a label and at
-    least one valid observation are used. A whole-field split (``test_fraction``) gives held-out
-    scores; the saved model is then refit on every labelled pixel, with ``meta["features"]``
-    recording the feature settings the stage must reproduce.
+    Labels: ``labels`` is a WorldCereal patch folder (its CT layer) or a label raster (GeoTIFF,
+    e.g. a USDA Cropland Data Layer clip in EPSG:5070 at 30 m), put on the store's 10 m grid by
+    :func:`~lssr_ray.classify.labels.load_labels`; ``table`` names its codes (:func:`label_table`).
+    Pixels with a label and at least one valid observation are used. A whole-field split
+    (``test_fraction``) gives held-out scores; the saved model is then refit on every labelled
+    pixel, with ``meta["features"]`` recording the feature settings the stage must reproduce and
+    ``meta["scope"]`` the region (WGS84 bbox of the labelled pixels, + ``margin_km``), season
+    and classes it applies to (:mod:`lssr_ray.classify.scope`).
     """
     from lssr_ray.classify.evaluate import classification_scores
     from lssr_ray.classify.model import CropClassifier
-    from lssr_ray.mapping.classify_stage import FEATURE_SETTINGS, season_start_for, store_features
+    from lssr_ray.config import portable_ref
+    from lssr_ray.mapping.classify_stage import FEATURE_SETTINGS, store_features
     from lssr_ray.mapping.store import open_store
 
-    patch, out = Path(patch), Path(out)
+    labels, out = Path(labels), Path(out)
+    tab, scheme, ignored = label_table(table)
     ds = open_store(str(store))
     q = tuple(FEATURE_SETTINGS["quantiles"])
-    season = season_start_for(ds["time"].values, n_months)
+    times = ds["time"].values
+    season = season_start(times, n_months)
     feats, names, any_valid = store_features(ds, season_start=season, n_months=n_months, quantiles=q)
-    table = load_croptype_table()
-    lab = load_labels(_label_file(patch), table, crs=ds.rio.crs, transform=ds.rio.transform(), shape=any_valid.shape)
-    codes = np.where(any_valid, lab.codes, 0).astype(np.uint16)
+    src = _label_file(labels) if labels.is_dir() else labels
+    lab = load_labels(src, tab, crs=ds.rio.crs, transform=ds.rio.transform(), shape=any_valid.shape)
+    codes = np.where(any_valid & ~np.isin(lab.codes, ignored), lab.codes, 0).astype(np.uint16)
     if not codes.any():
-        raise MissingDataError(f"no labelled pixel of {patch.name} has a valid observation in {store}")
+        raise MissingDataError(f"no labelled pixel of {labels.name} has a valid observation in {store}")
     split = spatial_split(codes, test_fraction, seed=seed)
-    clf = CropClassifier.fit(feats[:, split.train].T, codes[split.train], feature_names=names, table=table,
+    clf = CropClassifier.fit(feats[:, split.train].T, codes[split.train], feature_names=names, table=tab,
                              num_boost_round=num_boost_round, seed=seed)
     pred = clf.predict(feats[:, split.test].T)
-    scores = classification_scores(codes[split.test], pred, table=table)
-    final = CropClassifier.fit(feats[:, codes > 0].T, codes[codes > 0], feature_names=names, table=table,
+    scores = classification_scores(codes[split.test], pred, table=tab)
+    final = CropClassifier.fit(feats[:, codes > 0].T, codes[codes > 0], feature_names=names, table=tab,
                                num_boost_round=num_boost_round, seed=seed)
-    final.meta.update(features={"n_months": n_months, "quantiles": list(q), "season": "n_months ending at the "
-                                "store's last date"}, trained_on={"store": str(store), "patch": patch.name,
-                                "season_start": season, "pixels": int((codes > 0).sum())},
-                      heldout={k: scores[k] for k in ("overall_accuracy", "macro_f1", "n_pixels")})
+    scope = _training_scope(ds, codes > 0, times, season, n_months, scheme, final.table, margin_km)
+    final.meta.update(features={"n_months": n_months, "quantiles": list(q), "season": "starts in "
+                                "scope.season.start_month, holding the store's last date"},
+                      trained_on={"store": portable_ref(store), "labels": portable_ref(labels),
+                                  "season_start": season, "pixels": int((codes > 0).sum())},
+                      heldout={k: scores[k] for k in ("overall_accuracy", "macro_f1", "n_pixels")},
+                      scope=scope.to_dict())
     final.save(save_model)
-    report = {"store": str(store), "patch": patch.name, "season_start": season, "split": split.summary(),
-              "scores": scores, "train_pixels": int((codes > 0).sum())}
+    report = {"store": portable_ref(store), "labels": portable_ref(labels), "season_start": season,
+              "split": split.summary(), "scores": scores, "train_pixels": int((codes > 0).sum()),
+              "unknown_codes": {str(k): v for k, v in lab.unknown_codes.items()}, "scope": scope.to_dict()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1, default=str))
     report["table"] = (f"store features ({store}), {int((codes > 0).sum())} labelled px, held-out fields: "
                        f"OA {scores['overall_accuracy']:.3f}, macro F1 {scores['macro_f1']:.3f} "
-                       f"({scores['n_pixels']} test px); model refit on all labelled px")
+                       f"({scores['n_pixels']} test px); model refit on all labelled px\n"
+                       f"applies to: {scope.describe()}")
     return report
 
 
-__all__ = ["SOURCE_ORDER", "compare_on_patch", "train_on_store"]
+def _training_scope(ds: Any, mask: np.ndarray, times: np.ndarray, season: str, n_months: int, scheme: str,
+                    table: Any, margin_km: float) -> ClassifierScope:
+    """The scope of a classifier trained on the ``mask`` pixels of store ``ds``: their WGS84
+    bbox, the calendar months with a valid observation of them inside the season, the classes."""
+    valid = np.asarray(ds["valid"].values).astype(bool)[:, mask].any(axis=1)
+    inside, months = season_months(times, season, n_months)
+    used = valid & inside
+    days = np.asarray(times, "datetime64[D]")[used]
+    return ClassifierScope(
+        bbox=grid_bbox_wgs84(ds.rio.crs, ds.rio.transform(), mask.shape, mask),
+        start_month=int(np.datetime64(season, "M").astype(np.int64)) % 12 + 1, n_months=n_months,
+        observed_months=tuple(sorted({int(v) for v in months[used]})), scheme=scheme,
+        codes=tuple(table.codes), names=tuple(table.names), margin_km=float(margin_km),
+        trained_dates=(str(days.min()), str(days.max())) if days.size else None)
+
+
+__all__ = ["IGNORED_CDL_CODES", "LABEL_TABLES", "SOURCE_ORDER", "compare_on_patch", "label_table", "train_on_store"]

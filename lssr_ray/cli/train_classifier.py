@@ -13,10 +13,17 @@ The lssr source super-resolves the patch's Landsat-8 30 m cells with --lssr-chec
 (default models/lssr-adapters-cpu-v3; none leaves the source out).
 
 The classifier of map_region's crop_type stage is trained on a map_region store's own features
-(lssr_ray.mapping.classify_stage.store_features) against the patch labels on the store grid:
+(lssr_ray.mapping.classify_stage.store_features) against labels on the store grid: a WorldCereal
+patch (--patch) or a label raster (--labels), e.g. a USDA Cropland Data Layer GeoTIFF clipped to
+the store (uint8 class values, EPSG:5070 Albers, 30 m; --label-table cdl names them):
 
     lssr-train-classifier --patch data/samples/worldcereal_flanders_31UDS_2018 \\
         --store out/flanders_31UDS.zarr --save-model models/croptype-lgbm --out runs/ct_store
+    lssr-train-classifier --labels CDL_2018_clip.tif --store out/iowa.zarr \\
+        --save-model models/croptype-iowa --out runs/ct_iowa
+
+The saved model records the region (WGS84 bbox of the labelled pixels + --margin-km), season
+and classes it was trained on; map_region refuses to apply it by default outside them.
 """
 
 from __future__ import annotations
@@ -35,10 +42,16 @@ from lssr_ray.errors import ConfigError, LssrError
 class ClassifierJobConfig:
     """One ``lssr-train-classifier`` run: exactly one of ``source``, ``compare``, ``store``."""
 
-    patch: str
-    """WorldCereal patch folder (NetCDF layers + labels)."""
     out: str
     """Output folder."""
+    patch: str | None = None
+    """WorldCereal patch folder (NetCDF layers + labels); needed by --source and --compare."""
+    labels: str | None = None
+    """With --store: a label raster (GeoTIFF, e.g. a USDA CDL clip) instead of --patch."""
+    label_table: str | None = None
+    """Names of the label codes: worldcereal, cdl or a code,name CSV (default cdl with --labels, else worldcereal)."""
+    margin_km: float = 50.0
+    """With --store: how far beyond the labelled pixels the saved classifier is taken to apply."""
     source: str | None = None
     """One feature source."""
     compare: bool = False
@@ -71,6 +84,10 @@ class ClassifierJobConfig:
             raise ConfigError("give exactly one of --source, --compare, --store")
         if self.store and not self.save_model:
             raise ConfigError("--store needs --save-model DIR (where the classifier is written)")
+        if self.store and (self.patch is None) == (self.labels is None):
+            raise ConfigError("--store needs exactly one of --patch (WorldCereal labels) or --labels RASTER")
+        if not self.store and (self.patch is None or self.labels is not None):
+            raise ConfigError("--source and --compare need --patch (and take no --labels)")
 
 
 FLAGS = {"n_months": "--months", "num_boost_round": "--rounds"}
@@ -93,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(a, ClassifierJobConfig)
         if cfg.store:
-            rep = train_on_store(cfg.store, cfg.patch, cfg.save_model, out=cfg.out, seed=cfg.seed,
-                                 num_boost_round=cfg.num_boost_round, test_fraction=cfg.test_fraction,
-                                 n_months=cfg.n_months)
+            table = cfg.label_table or ("cdl" if cfg.labels else "worldcereal")
+            rep = train_on_store(cfg.store, cfg.labels or cfg.patch, cfg.save_model, out=cfg.out, table=table,
+                                 seed=cfg.seed, num_boost_round=cfg.num_boost_round,
+                                 test_fraction=cfg.test_fraction, n_months=cfg.n_months, margin_km=cfg.margin_km)
             print(rep["table"])
             print(f"model: {cfg.save_model}; metrics: {Path(cfg.out) / 'metrics.json'}")
             return 0

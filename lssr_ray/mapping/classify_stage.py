@@ -15,14 +15,20 @@ Next to the store (``<store without .zarr>_croptype/``): ``crop_area_ha.csv`` (p
 pixels and hectares, :func:`lssr_ray.classify.maps.write_area_csv`) and ``crop_type.png``
 (map with legend). GDAL opens the layer as ``ZARR:"<store>":/crop_type``.
 
-Season: the classifier's ``meta["features"]`` records ``n_months`` and ``quantiles``; the
-season is the ``n_months`` calendar months ending with the store's last date (the rule
-``jobs/train_classifier.py`` uses), so a store of another year still fills the monthly slots.
+Season: the classifier's ``meta["features"]`` records ``n_months`` and ``quantiles``; its
+``meta["scope"]`` records the region, season and classes it was trained on
+(:mod:`lssr_ray.classify.scope`). Before any pixel the stage checks the store against that scope
+(outside it: a ``ConfigError`` for the bundled default, a ``crop_type_warnings`` entry for an
+explicit ``--classifier``) and takes the season starting in the classifier's first month that
+holds the store's last date, so a store of another year or of a few months fills the slots of
+its calendar months. A model without a scope keeps the old rule (``n_months`` ending with the
+store's last date) and is applied with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -32,9 +38,20 @@ from typing import Any
 
 import numpy as np
 
+from lssr_ray.classify.scope import (
+    check_classifier_applies,
+    check_scope,
+    grid_bbox_wgs84,
+    read_scope,
+)
+from lssr_ray.classify.scope import (
+    season_start as season_start_for,  # the one season rule, kept under this name
+)
 from lssr_ray.config import CROP_CLASSIFIER_DIR, portable_ref
 from lssr_ray.errors import ConfigError, MissingDataError
 from lssr_ray.fileio import filesystem, settings_for, zarr_store
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CROP_TYPE_VAR",
@@ -70,33 +87,41 @@ class ClassifyResult:
     """Pixels given a class (non-zero crop_type)."""
     classes: dict[str, int] = field(default_factory=dict)
     """Pixels per class name."""
+    warnings: list[str] = field(default_factory=list)
+    """Scope warnings recorded in the store (``crop_type_warnings``)."""
 
 
-def resolve_classifier(option: str | None) -> tuple[str | None, str | None]:
+def resolve_classifier(option: str | None, *, grid: Any = None,
+                       times: Any = None) -> tuple[str | None, str | None]:
     """``--classifier`` value -> (folder or None, note or None).
 
     ``None``: the bundled :data:`CROP_CLASSIFIER_DIR` if present, else skip with a note;
     ``"none"``: skip with a note; a folder: must hold a saved classifier (``model.txt``).
+    With the run's output ``grid`` (``crs``, ``output_transform``, ``output_shape``) and
+    ``times``, the classifier's recorded region and season are checked before any work
+    (:func:`lssr_ray.classify.scope.check_scope`): the bundled one outside them is a
+    :class:`ConfigError`; an explicit one is logged here and recorded by the stage.
     """
     if option is not None and str(option).lower() == "none":
         return None, "crop_type stage skipped: --classifier none"
     if option is None:
-        if (CROP_CLASSIFIER_DIR / "model.txt").is_file():
-            return str(CROP_CLASSIFIER_DIR), None
-        return None, f"crop_type stage skipped: no bundled classifier at {portable_ref(CROP_CLASSIFIER_DIR)}"
-    if not (Path(option) / "model.txt").is_file():
+        if not (CROP_CLASSIFIER_DIR / "model.txt").is_file():
+            return None, f"crop_type stage skipped: no bundled classifier at {portable_ref(CROP_CLASSIFIER_DIR)}"
+        folder = str(CROP_CLASSIFIER_DIR)
+    elif not (Path(option) / "model.txt").is_file():
         raise MissingDataError(
             f"classifier folder {option} not found (no model.txt); train one with "
-            "`python jobs/train_classifier.py --store STORE --patch PATCH --save-model DIR`, "
+            "`python jobs/train_classifier.py --store STORE --labels LABELS.tif --save-model DIR`, "
             f"use the bundled {CROP_CLASSIFIER_DIR}, or pass 'none' to skip the crop_type stage"
         )
-    return str(option), None
-
-
-def season_start_for(times: np.ndarray, n_months: int) -> str:
-    """``YYYY-MM`` of the season of ``n_months`` months ending with the month of the last date."""
-    last = np.asarray(times, "datetime64[ns]").max().astype("datetime64[M]")
-    return str(last - np.timedelta64(int(n_months) - 1, "M"))
+    else:
+        folder = str(option)
+    if grid is not None and times is not None and len(times):
+        bbox = grid_bbox_wgs84(grid.crs, grid.output_transform, tuple(grid.output_shape))
+        for w in check_scope(read_scope(folder), name=portable_ref(folder), bbox=bbox, times=times,
+                             n_months=int(FEATURE_SETTINGS["n_months"]), explicit=option is not None).warnings:
+            log.warning("%s", w)
+    return folder, None
 
 
 def store_features(
@@ -136,6 +161,7 @@ def classify_store(
     *,
     out: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    explicit: bool = True,
 ) -> ClassifyResult:
     """Write ``crop_type`` into the finished store ``url`` and the area CSV + map PNG.
 
@@ -144,6 +170,9 @@ def classify_store(
         classifier: a :meth:`CropClassifier.save` folder whose features are season features.
         out: folder for ``crop_area_ha.csv`` and ``crop_type.png`` (default
             ``<store without .zarr>_croptype``, local or ``s3://``).
+        explicit: the user chose ``classifier`` (``--classifier``): outside its recorded region
+            or season it is applied with a warning recorded in the store (``crop_type_warnings``);
+            ``False`` (the bundled default): a :class:`ConfigError` before any pixel.
 
     Pixels with no valid observation on any date stay 0 (nodata). Raises
     :class:`~lssr_ray.errors.ConfigError` if the classifier expects other features.
@@ -151,10 +180,11 @@ def classify_store(
     with warnings.catch_warnings():
         # _partials/ and _lock.json are ours, not Zarr nodes; zarr warns and skips them
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
-        return _classify(url, classifier, out, dict(storage_options or {}))
+        return _classify(url, classifier, out, dict(storage_options or {}), explicit)
 
 
-def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, Any]) -> ClassifyResult:
+def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, Any],
+              explicit: bool) -> ClassifyResult:
     import dask.array as da
     import xarray as xr
 
@@ -167,10 +197,14 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
     n_months, quantiles = int(fset["n_months"]), tuple(float(q) for q in fset["quantiles"])
     lay = read_layout(url, storage_options=so)
     ds = open_store(url, storage_options=so)
-    season = season_start_for(ds["time"].values, n_months)
+    scope = check_classifier_applies(clf, portable_ref(classifier), ds, n_months=n_months, explicit=explicit)
+    season = scope.season_start
+    for w in scope.warnings:
+        log.warning("%s", w)
     (h, w), c = lay.shape, lay.chunk
     attrs = {
-        "long_name": "crop type (WorldCereal code), 0 = no valid input", "units": "1",
+        "long_name": f"crop type ({clf.meta.get('scope', {}).get('classes', {}).get('scheme', 'WorldCereal crop type')}"
+                     " code), 0 = no valid input", "units": "1",
         "flag_values": [int(v) for v in clf.table.codes],
         "flag_meanings": " ".join(n.replace(" ", "_") for n in clf.table.names),
         "class_table": json.dumps(clf.table.to_dict(), ensure_ascii=False), "nodata": 0,
@@ -210,7 +244,8 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
     transform, crs = ds.rio.transform(), ds.rio.crs
     classes = {clf.table.name(int(k)): int(n) for k, n in zip(*np.unique(full, return_counts=True)) if k}
     finalize_store(url, attrs={"crop_type_classifier": portable_ref(classifier), "crop_type_season_start": season,
-                               "crop_type_classes": classes}, storage_options=so)
+                               "crop_type_classes": classes, "crop_type_warnings": scope.warnings},
+                   storage_options=so)
     out = out or str(url).rstrip("/").removesuffix(".zarr") + "_croptype"
     csv_url, png_url = f"{out.rstrip('/')}/crop_area_ha.csv", f"{out.rstrip('/')}/crop_type.png"
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,4 +255,5 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
         _put(csv_p, csv_url, so)
         _put(png_p, png_url, so)
     return ClassifyResult(store=str(url), classifier=str(classifier), season_start=season, area_csv=csv_url,
-                          png=png_url, classified_px=int((full > 0).sum()), classes=classes)
+                          png=png_url, classified_px=int((full > 0).sum()), classes=classes,
+                          warnings=scope.warnings)

@@ -72,7 +72,8 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
         return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing)
     # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
     return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing,
-                          crop_type=classify_store(plan.store, clf_dir, storage_options=storage_options))
+                          crop_type=classify_store(plan.store, clf_dir, storage_options=storage_options,
+                                                   explicit=cfg.classifier is not None))
 
 
 __all__ = ["FinalizeResult", "finalize_run"]

@@ -112,7 +112,8 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     so = dict(storage_options or {})  # the store helpers want a dict for s3:// (not None)
     configure_archive_access()  # this process's own Earthdata credentials (each Ray worker sets up its own)
     plan = plan_map(cfg)
-    classifier = resolve_classifier(cfg.classifier)  # a bad folder fails before any work
+    # a bad folder, or the bundled classifier outside its region/season, fails before any work
+    classifier = resolve_classifier(cfg.classifier, grid=plan.stage.plan.grid, times=plan.times)
     preflight(plan, so)  # output, engine, checkpoint/base, catalog CRS: before any write or Ray
     _tell(plan, progress)
     nt = len(plan.times)

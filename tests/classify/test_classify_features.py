@@ -154,3 +154,33 @@ def test_season_features_aux_and_bad_input(flanders_s2):
     m[3, 5] = m[10, 1] = True
     P = pixel_matrix(X, m)
     np.testing.assert_array_equal(P[1], X[:, 10, 1])
+
+
+@pytest.mark.parametrize("shape, cloud", [((5, 7, 30, 30), 0.1), ((17, 7, 12, 12), 0.6), ((1, 7, 9, 9), 0.3),
+                                          ((3, 2, 8, 8), 0.0)])
+def test_vectorised_nanquantile_equals_numpys_bit_for_bit(shape, cloud):
+    """season_features' quantiles (the stage's hot spot: numpy's nanquantile loops in Python per
+    pixel) are numpy's nanquantile values exactly, all-NaN series NaN."""
+    import warnings
+
+    from lssr_ray.classify.nanstats import nanquantile_first_axis
+
+    rng = np.random.default_rng(shape[0])
+    a = rng.normal(0.2, 0.3, shape).astype(np.float32)
+    a[rng.random(shape) < cloud] = np.nan
+    a[:, :, 0, 0] = np.nan  # one series with no observation
+    q = (0.0, 0.1, 0.5, 0.9, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanquantile(a, q, axis=0)
+    got = nanquantile_first_axis(a, q)
+    assert np.isnan(got[:, :, 0, 0]).all()
+    # compared as season_features keeps them (float32): numpy's own result dtype depends on
+    # whether its first series is all-NaN (apply_along_axis takes the first result's dtype)
+    np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+    a[:, :, 0, 0] = 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanquantile(a, q, axis=0)
+    assert want.dtype == np.float64  # the first series observed: numpy interpolates in float64
+    np.testing.assert_array_equal(nanquantile_first_axis(a, q), want)

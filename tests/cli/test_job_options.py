@@ -71,7 +71,7 @@ def test_parsed_defaults_rebuild_an_equal_config(job):
     cfg = config_from_args(mod.build_parser().parse_args(argv), cls)
     required = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    extra = {"compare": True} if job == "train_classifier" else {}
+    extra = {"compare": True, "patch": "p"} if job == "train_classifier" else {}
     assert cfg == cls(**required, **extra)
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lssr_ray.config import REPO_ROOT, MapConfig
+from lssr_ray.config import CROP_CLASSIFIER_DIR, REPO_ROOT, MapConfig
 from lssr_ray.data.aoi import write_box_aoi as write_utm_aoi
 
 ALABAMA_BOX = (456015, 3396015, 458985, 3398985)  # EPSG:32616 metres, inside the L30 crop: 2 x 2 chips
@@ -30,8 +30,9 @@ def run(tmp_path_factory):
     # The v1 model (small base + its adapters): the seam test needs chip-edge artefacts that
     # blending removes; the shipped v3 model starts at bicubic and pastes almost seamlessly
     # (naive seam statistic 1.01 vs 0.95 blended, measured 2026-12-01).
+    # the bundled Flanders classifier applies to Alabama only when chosen explicitly (issue 14)
     cfg = MapConfig(aoi=aoi, out=str(tmp / "al4.zarr"), dates="clearest", base=str(LEGACY_BASE),
-                    checkpoint=str(LEGACY_CHECKPOINT))
+                    checkpoint=str(LEGACY_CHECKPOINT), classifier=str(CROP_CLASSIFIER_DIR))
     commits = []
     try:
         summary = run_map(cfg, progress=False, on_commit=commits.append)
@@ -122,6 +123,8 @@ def test_provenance_attributes(run):
         assert any("UNTRAINED" in w for w in a["warnings"]) and summary.warnings
     # paths are repository-relative or URIs, never absolute local paths (issue 10)
     assert a["crop_type_classifier"] == "models/croptype-lgbm"
+    (w,) = a["crop_type_warnings"]  # ... and says it was applied outside its region
+    assert "outside its scope" in w and "outside the region" in w
     texts = json.dumps(dict(a)) + a["run_config"]
     assert str(REPO_ROOT) not in texts and str(cfg.out) not in texts and '"/' not in texts, texts
 

@@ -44,7 +44,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, ray_session):
 
     aoi = write_utm_aoi(tmp_path / "al4.geojson", ALABAMA_BOX)
     killed = str(tmp_path / "killed.zarr")
-    args = ["--aoi", aoi, "--dates", "clearest", "--batch-size", "1", "--block", "1", "--no-quicklook", "--no-progress"]
+    args = ["--aoi", aoi, "--dates", "clearest", "--batch-size", "1", "--block", "1", "--no-quicklook", "--no-progress",
+            "--classifier", "none"]  # the bundled Flanders classifier is refused in Alabama
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "jobs" / "map_region.py"), *args, "--out", killed],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -60,7 +61,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, ray_session):
     assert os.path.exists(os.path.join(killed, "_lock.json"))  # the dead run's lock is still there
     assert zarr.open_group(killed, mode="r")["valid"][:].max() == 0  # killed before any chunk write
 
-    cfg = MapConfig(aoi=aoi, out=killed, dates="clearest", batch_size=1, quicklook=False)
+    cfg = MapConfig(aoi=aoi, out=killed, dates="clearest", batch_size=1, quicklook=False, classifier="none")
     resumed = run_map(cfg, progress=False)  # same settings -> same run id -> takes the lock over
     assert resumed.resumed == len(before) and resumed.computed == 4 - len(before)
     for f, data in before.items():  # committed chips were not recomputed
@@ -68,7 +69,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, ray_session):
     assert not os.path.exists(os.path.join(killed, "_lock.json"))
 
     ref = str(tmp_path / "ref.zarr")
-    full = run_map(MapConfig(aoi=aoi, out=ref, dates="clearest", batch_size=1, quicklook=False), progress=False)
+    full = run_map(MapConfig(aoi=aoi, out=ref, dates="clearest", batch_size=1, quicklook=False, classifier="none"),
+                   progress=False)
     assert full.computed == 4 and full.run_id == resumed.run_id
     a, b = zarr.open_group(killed, mode="r"), zarr.open_group(ref, mode="r")
     for name in ("reflectance", "valid", "x", "y", "time"):
