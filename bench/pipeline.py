@@ -62,12 +62,14 @@ def _child(a: argparse.Namespace) -> int:
     """The driver process of one run: run_map, then write the summary as JSON."""
     import ray
 
-    from lssr_ray.config import MapConfig
+    from lssr_ray.config import CROP_CLASSIFIER_DIR, MapConfig
     from lssr_ray.mapping.pipeline import run_map
 
     extra = {}
     if "classifier" in {f.name for f in dataclasses.fields(MapConfig)}:  # the crop-type stage 3
-        extra["classifier"] = None if a.classifier == "default" else a.classifier
+        # "default": the bundled model named explicitly (its scope is Flanders; explicit use over the
+        # benchmark regions is recorded as a warning instead of refused)
+        extra["classifier"] = str(CROP_CLASSIFIER_DIR) if a.classifier == "default" else a.classifier
     cfg = MapConfig(aoi=a.aoi, out=a.out, engine="auto", num_actors=a.actors, actor_cpus=a.actor_cpus,
                     batch_size=a.batch_size, quicklook=False, overwrite=True, **extra)
     recs: list[dict[str, Any]] = []
