@@ -186,17 +186,23 @@ def done_chip_ids(store_url: str, time_index: int, *,
                   storage_options: Mapping[str, Any] | None = None) -> set[str]:
     """Ids of chips with a committed partial (ok or skipped) at time step ``time_index``: a
     resumed run skips these."""
+    return {chip for chip, _ in _committed_files(store_url, time_index, storage_options)}
+
+
+def _committed_files(store_url: str, time_index: int,
+                     storage_options: Mapping[str, Any] | None) -> list[tuple[str, int]]:
+    """``(chip id, size in bytes)`` of every committed partial at ``time_index`` (fresh listing)."""
     url = partials_dir(store_url, time_index)
     fs, folder = filesystem(url, storage_options)
     try:
-        names = fs.ls(folder, detail=False, refresh=True) if is_remote(url) else fs.ls(folder, detail=False)
+        entries = fs.ls(folder, detail=True, refresh=True) if is_remote(url) else fs.ls(folder, detail=True)
     except FileNotFoundError:
-        return set()
-    out = set()
-    for name in names:
-        base = str(name).rsplit("/", 1)[-1]
+        return []
+    out = []
+    for entry in entries:
+        base = str(entry["name"]).rsplit("/", 1)[-1]
         if base.endswith(".npz") and CHIP_ID.match(base[:-4]):
-            out.add(base[:-4])
+            out.append((base[:-4], int(entry.get("size") or 0)))
     return out
 
 
@@ -205,20 +211,13 @@ def retryable_chip_ids(store_url: str, time_index: int, *,
     """Ids of chips at ``time_index`` whose committed partial is a skip with a
     :data:`RETRY_REASONS` reason. Only small partials (skips hold no arrays) are opened, so a
     resume does not read every partial of a large run."""
-    url = partials_dir(store_url, time_index)
-    fs, folder = filesystem(url, storage_options)
-    try:
-        entries = fs.ls(folder, detail=True, refresh=True) if is_remote(url) else fs.ls(folder, detail=True)
-    except FileNotFoundError:
-        return set()
     out = set()
-    for entry in entries:
-        base = str(entry["name"]).rsplit("/", 1)[-1]
-        if not (base.endswith(".npz") and CHIP_ID.match(base[:-4])) or (entry.get("size") or 0) > _SKIP_PARTIAL_MAX_BYTES:
+    for chip, size in _committed_files(store_url, time_index, storage_options):
+        if size > _SKIP_PARTIAL_MAX_BYTES:
             continue
-        p = load_partial(store_url, time_index, base[:-4], with_sr=False, storage_options=storage_options)
+        p = load_partial(store_url, time_index, chip, with_sr=False, storage_options=storage_options)
         if p is not None and p.record.get("status") == "skipped" and p.record.get("reason") in RETRY_REASONS:
-            out.add(base[:-4])
+            out.add(chip)
     return out
 
 

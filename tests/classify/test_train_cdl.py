@@ -10,15 +10,15 @@ the store grid with nearest-neighbour reprojection.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 from affine import Affine
 
-from lssr_ray.config import CROP_CLASSIFIER_DIR, OUTPUT_BANDS, REPO_ROOT
+from lssr_ray.config import CROP_CLASSIFIER_DIR, OUTPUT_BANDS
 from lssr_ray.errors import ConfigError
+from tests._jobs import load_job
 
 CRS, TRANSFORM = "EPSG:32615", Affine(10, 0, 450000, 0, -10, 4650000)  # ~93.6 W 42.0 N
 SIZE, CHUNK, CELL, FIELD = 120, 60, 30, 24  # 4 x 4 fields of 24 px with 6 px (60 m) lanes between
@@ -80,10 +80,7 @@ def iowa(tmp_path_factory):
 
 
 def _job():
-    spec = importlib.util.spec_from_file_location("train_classifier", REPO_ROOT / "jobs" / "train_classifier.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_job("train_classifier")
 
 
 @pytest.fixture(scope="module")

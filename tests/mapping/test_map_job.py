@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import socket
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from lssr_ray.config import REPO_ROOT, MapConfig
+from tests._jobs import load_job
 
 ARCHIVE = REPO_ROOT / "data" / "archive"
 FLANDERS = str(REPO_ROOT / "examples" / "flanders_31UDS.geojson")
@@ -19,10 +19,7 @@ CLOUDY = "HLS.S30.T31UDS.2018199T110326.v2.0"  # 2018-07-18
 
 
 def _job():
-    spec = importlib.util.spec_from_file_location("map_region_job", REPO_ROOT / "jobs" / "map_region.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_job("map_region")
 
 
 @pytest.fixture(scope="module")
