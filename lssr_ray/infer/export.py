@@ -83,7 +83,8 @@ def export_onnx(
     if external_data is None:
         external_data = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_OVER
     ex = example_inputs(batch_size=batch_size, chip_size=chip_size, scale=model.config.scale)
-    args = tuple(torch.from_numpy(ex[k]) for k in INPUT_NAMES)
+    device = next(model.parameters()).device  # trace where the weights are (CUDA on GPU hosts)
+    args = tuple(torch.from_numpy(ex[k]).to(device) for k in INPUT_NAMES)
     dynamic = {k: {0: "batch"} for k in (*INPUT_NAMES, OUTPUT_NAME)} if dynamic_batch else None
     # The TorchScript exporter writes a > 2 GB model as one file per tensor next to the graph:
     # export into a scratch folder, then write the graph and one weights file in place.
@@ -205,7 +206,7 @@ def max_abs_diff(model: Any, engine: Any, inputs: dict[str, np.ndarray]) -> floa
     import torch
 
     with torch.inference_mode():
-        ref = model.forward_batch(inputs).numpy()
+        ref = model.forward_batch(inputs).float().cpu().numpy()
     return float(np.abs(ref - engine(inputs)).max())
 
 

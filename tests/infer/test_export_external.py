@@ -85,3 +85,23 @@ def test_cached_export_makes_one_folder_per_identity(tmp_path):
     assert other.parent != path.parent
     assert [p.name for p in (tmp_path / "onnx").iterdir() if p.name.startswith(".")] == []  # no leftovers
     assert OrtEngine(path, intra_op_threads=1).fixed_batch == 2
+
+
+def test_predictor_on_a_node_without_the_graph_exports_the_same_one(tmp_path, monkeypatch):
+    """Actors get the graph's path; where it is missing (another node's cache), the actor
+    exports the same graph into its own cache and runs it."""
+    from lssr_ray.config import SMALL_BASE_DIR
+    from lssr_ray.infer.export import cached_export, example_inputs
+    from lssr_ray.mapping.udfs import LSSRPredictor
+    from lssr_ray.model.checkpoint import CheckpointRef
+
+    monkeypatch.setenv("LSSR_CACHE", str(tmp_path / "node2"))
+    pred = LSSRPredictor(engine="onnxruntime", checkpoint=None, base=str(SMALL_BASE_DIR), seed=0,
+                         onnx=str(tmp_path / "node1" / "onnx" / "abc" / "model.onnx"), batch_size=2, chip_size=16)
+    here = cached_export(CheckpointRef(None, str(SMALL_BASE_DIR), 0), batch_size=2, chip_size=16)
+    assert here.is_relative_to(tmp_path / "node2") and here.is_file()
+    assert pred.kind == "onnxruntime" and pred.engine.fixed_batch == 2
+    inputs = example_inputs(batch_size=2, chip_size=16)
+    from lssr_ray.infer.ort_engine import OrtEngine
+
+    np.testing.assert_array_equal(pred.engine(inputs), OrtEngine(here, intra_op_threads=1)(inputs))
