@@ -10,6 +10,11 @@ result is kept in :data:`CACHE_NAME` inside the folder, keyed (like ``make``) by
 name, size and modification time: a second load stats the files and reads none; a file written,
 added or removed changes the key and the folder is hashed again. The cache file's name has no
 hashed suffix, so it never changes the hash. A read-only folder is hashed every time (no error).
+
+An ``s3://`` base is copied into a local cache (:func:`lssr_ray.model.base.resolve_base`); local
+mtimes say nothing about the source, so that copy is keyed by :func:`object_listing` (each
+object's name, size and ETag): a changed object is downloaded again, which in turn invalidates
+the folder hash cached in the copy.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,14 @@ def _write_cache(path: Path, entries: dict) -> None:
         log.debug("fingerprint cache not written to %s: %s", path, exc)
 
 
+def object_listing(fs: Any, prefix: str) -> dict[str, list]:
+    """``{name under prefix: [size, ETag]}`` of every object under ``prefix`` (a path without
+    protocol on an fsspec filesystem): one listing request per 1000 objects, no object read."""
+    base = prefix.rstrip("/") + "/"
+    return {str(name).removeprefix(base): [int(info.get("size") or 0), str(info.get("ETag") or "").strip('"')]
+            for name, info in sorted(fs.find(base, detail=True).items()) if info.get("type") != "directory"}
+
+
 def folder_sha256(folder: str | os.PathLike, *, subfolders: Sequence[str] | None = None,
                   cache: bool = True) -> str:
     """Hex sha256 over the ``*.json`` / ``*.safetensors`` files of ``folder``.
@@ -103,4 +117,4 @@ def folder_sha256(folder: str | os.PathLike, *, subfolders: Sequence[str] | None
     return digest
 
 
-__all__ = ["CACHE_NAME", "HASHED_SUFFIXES", "files_sha256", "folder_sha256", "hashed_files"]
+__all__ = ["CACHE_NAME", "HASHED_SUFFIXES", "files_sha256", "folder_sha256", "hashed_files", "object_listing"]

@@ -72,3 +72,31 @@ def test_cache_file_never_changes_the_hash_and_a_corrupt_cache_is_rewritten(base
     (base_copy / CACHE_NAME).write_text("not json")  # a corrupt cache is ignored and rewritten
     assert folder_sha256(base_copy) == before
     assert json.loads((base_copy / CACHE_NAME).read_text())
+
+
+def test_s3_base_copy_is_keyed_by_object_etags(s3_env, tmp_path):
+    """An s3:// base is copied once; a second resolve only lists (no object read, same local
+    files); a changed object (new ETag) is copied again and the fingerprint follows it."""
+    import s3fs
+
+    from lssr_ray.data import s3server
+    from lssr_ray.model.base import resolve_base
+
+    uri = "s3://lssr-test/bases/etag-base"
+    s3server.upload_folder(SMALL_BASE_DIR, "lssr-test", endpoint_url=s3_env.endpoint_url, prefix="bases/etag-base")
+    first = resolve_base(uri, cache_dir=tmp_path)
+    fresh = base_fingerprint(first)
+    assert fresh == folder_sha256(SMALL_BASE_DIR, subfolders=FINGERPRINT_SUBFOLDERS, cache=False)
+    stamp = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file() and p.name != CACHE_NAME}
+    assert resolve_base(uri, cache_dir=tmp_path) == first
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # nothing downloaded again
+    assert base_fingerprint(first) == fresh
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_env.endpoint_url)
+    sched = "lssr-test/bases/etag-base/scheduler/scheduler_config.json"
+    cfg = json.loads(fs.cat(sched))
+    cfg["num_train_timesteps"] = cfg.get("num_train_timesteps", 1000) + 1
+    fs.pipe(sched, json.dumps(cfg).encode())
+    again = resolve_base(uri, cache_dir=tmp_path)
+    assert json.loads((again / "scheduler" / "scheduler_config.json").read_text()) == cfg
+    assert base_fingerprint(again) != fresh
