@@ -315,6 +315,8 @@ class MapConfig:
     engine: str = choice_field("auto", ENGINES)
     """``auto`` | ``torch`` | ``onnxruntime`` | ``tensorrt`` | ``bicubic`` (no model: x3 bicubic, for
     dry runs). *Run identity* (resolved kind)."""
+    precision: str = choice_field("auto", ("auto", "fp32", "bf16", "fp16"))
+    """GPU inference precision (torch autocast, TensorRT build; ``make_engine``); CPU runs fp32."""
     dates: str = choice_field("all", DATE_MODES)
     """``all`` (one time step per distinct acquisition date) or ``clearest`` (one step: the
     clearest date per chip). *Run identity*."""

@@ -56,6 +56,7 @@ def make_engine(
     providers: list[str] | None = None,
     intra_op_threads: int | None = None,
     cache_dir: str | Path | None = None,
+    precision: str = "auto",
 ) -> Engine:
     """Build an engine.
 
@@ -73,6 +74,9 @@ def make_engine(
         intra_op_threads: onnxruntime intra-op threads (default: ``OMP_NUM_THREADS`` or the
             CPUs this process may use).
         cache_dir: where TensorRT engines (and onnxruntime TensorRT EP caches) are kept.
+        precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` for torch on a GPU (autocast; CPU
+            stays fp32) and the TensorRT build (``auto`` = fp16 there); onnxruntime runs the
+            graph as exported (float32).
     """
     concrete = resolve_kind(kind, with_graph=onnx_path is not None)
     if concrete == "bicubic":
@@ -89,6 +93,7 @@ def make_engine(
             batch_size=batch_size or 8,
             chip_shape=chip_shape or (64, 64),
             device=device or "cpu",
+            precision=precision,
         )
     if onnx_path is None:
         raise ConfigError(f"engine kind {concrete!r} needs onnx_path=<exported .onnx file>")
@@ -106,7 +111,8 @@ def make_engine(
     from lssr_ray.infer.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine(
-        onnx_path, batch_size=batch_size, chip_shape=chip_shape, cache_dir=cache_dir
+        onnx_path, batch_size=batch_size, chip_shape=chip_shape, cache_dir=cache_dir,
+        precision="fp16" if precision == "auto" else precision,
     )
 
 

@@ -1,11 +1,14 @@
-"""TensorRT engine: an fp16 engine built from the exported ONNX file, cached on disk.
+"""TensorRT engine: an fp16 (or bf16 / fp32) engine built from the exported ONNX graph, cached on disk.
 
 Needs the ``gpu`` extra (TensorRT >= 10 Python API) and a CUDA GPU; TensorRT is imported only
-when this engine is built. The serialized engine is cached as ``<cache_dir>/<key>.plan`` where
-``key`` = sha256 over (sha256 of the ONNX bytes, input shapes, GPU name, TensorRT version,
-precision): an engine is only valid for the GPU model and TensorRT release that built it.
-Shapes are fixed (one optimisation profile, min = opt = max), so a short last batch is padded.
-Buffers are torch CUDA tensors; the engine runs on its own CUDA stream.
+when this engine is built. The graph is parsed from its *path* (``OnnxParser.parse_from_file``),
+so weights stored as external data beside it (SD-2.1-size graphs, :mod:`lssr_ray.infer.export`)
+are read from the same folder. The serialized engine is cached as ``<cache_dir>/<key>.plan``
+where ``key`` = sha256 over (sha256 of the graph and its external data, input shapes, GPU name,
+TensorRT version, precision): an engine is only valid for the GPU model and TensorRT release
+that built it. A graph with a fixed batch gets one shape (min = opt = max) and a short last batch
+is padded; a graph with a dynamic batch gets the profile 1 .. ``batch_size`` and runs any batch
+up to it unpadded. Buffers are torch CUDA tensors; the engine runs on its own CUDA stream.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lssr_ray._lazy import lazy_import
 from lssr_ray.data.batch import model_inputs
 from lssr_ray.errors import ConfigError, MissingDataError
 from lssr_ray.infer.base import run_in_batches, single_output
+from lssr_ray.infer.export import graph_sha256
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lssr_ray" / "tensorrt"
 """Where engines are cached when no ``cache_dir`` is given."""
@@ -39,21 +43,26 @@ _CONTRACT = {
 }
 
 
+PRECISIONS = ("fp16", "bf16", "fp32")
+"""Builder precisions: ``fp16`` / ``bf16`` allow that type besides fp32 (TensorRT picks per layer)."""
+
+
 def engine_cache_key(
-    model_bytes: bytes,
+    model_sha256: str,
     input_shapes: Mapping[str, Sequence[int]],
     *,
     gpu_name: str,
     trt_version: str,
-    fp16: bool = True,
+    precision: str = "fp16",
 ) -> str:
-    """Hex sha256 naming a cached engine (see the module docstring)."""
+    """Hex sha256 naming a cached engine (see the module docstring); ``model_sha256`` is
+    :func:`~lssr_ray.infer.export.graph_sha256` of the graph."""
     meta = {
-        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "model_sha256": str(model_sha256),
         "shapes": {str(k): [int(d) for d in v] for k, v in sorted(input_shapes.items())},
         "gpu": str(gpu_name),
         "tensorrt": str(trt_version),
-        "fp16": bool(fp16),
+        "precision": str(precision),
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
@@ -89,7 +98,7 @@ def contract_shapes(
 
 
 class TensorRTEngine:
-    """Engine (:mod:`lssr_ray.infer.base`) running a cached fp16 TensorRT engine on one CUDA GPU."""
+    """Engine (:mod:`lssr_ray.infer.base`) running a cached TensorRT engine on one CUDA GPU."""
 
     name = "tensorrt"
 
@@ -100,10 +109,12 @@ class TensorRTEngine:
         batch_size: int | None = None,
         chip_shape: tuple[int, int] | None = None,
         cache_dir: str | Path | None = None,
-        fp16: bool = True,
+        precision: str = "fp16",
         device: int = 0,
         workspace_gib: int = 4,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"TensorRT precision {precision!r} is not one of {list(PRECISIONS)}")
         trt = lazy_import("tensorrt", extra="gpu")
         import torch
 
@@ -129,6 +140,7 @@ class TensorRTEngine:
             if i.name not in inits
         }
         lead = next((d[0] for d in dims.values() if d and d[0]), None)
+        self.dynamic_batch = lead is None
         self.batch_size = int(lead or batch_size or 8)
         lr = dims.get("lr", [])
         if len(lr) == 4 and lr[2] and lr[3]:
@@ -139,7 +151,7 @@ class TensorRTEngine:
         self.device = torch.device("cuda", device)
         gpu = torch.cuda.get_device_name(self.device)
         key = engine_cache_key(
-            path.read_bytes(), self.shapes, gpu_name=gpu, trt_version=trt.__version__, fp16=fp16
+            graph_sha256(path), self.shapes, gpu_name=gpu, trt_version=trt.__version__, precision=precision
         )
         cache = Path(cache_dir or DEFAULT_CACHE_DIR)
         cache.mkdir(parents=True, exist_ok=True)
@@ -148,7 +160,7 @@ class TensorRTEngine:
         if self.plan_path.is_file():
             plan = self.plan_path.read_bytes()
         else:
-            plan = self._build(trt, logger, path, fp16=fp16, workspace_gib=workspace_gib)
+            plan = self._build(trt, logger, path, precision=precision, workspace_gib=workspace_gib)
             tmp = cache / f".{key}.{uuid.uuid4().hex}.tmp"
             tmp.write_bytes(plan)
             os.replace(tmp, self.plan_path)  # atomic: concurrent builders never see half a plan
@@ -176,7 +188,7 @@ class TensorRTEngine:
         self.input_names = tuple(self._inputs)
         self.output_name = single_output(list(self._outputs), path.name)
 
-    def _build(self, trt: Any, logger: Any, path: Path, *, fp16: bool, workspace_gib: int) -> bytes:
+    def _build(self, trt: Any, logger: Any, path: Path, *, precision: str, workspace_gib: int) -> bytes:
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
         parser = trt.OnnxParser(network, logger)
@@ -185,13 +197,14 @@ class TensorRTEngine:
             raise ConfigError(f"TensorRT cannot parse {path}: {errs}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib) << 30)
-        if fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
+        if precision != "fp32":
+            config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             inp = network.get_input(i)
             s = self.shapes[inp.name]
-            profile.set_shape(inp.name, s, s, s)
+            smallest = (1, *s[1:]) if self.dynamic_batch else s
+            profile.set_shape(inp.name, smallest, s, s)
         config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -211,14 +224,17 @@ class TensorRTEngine:
                     t = torch.from_numpy(np.ascontiguousarray(part[name], dtype=dt)).to(self.device)
                     keep.append(t)  # the engine reads it asynchronously: keep it alive
                     self._context.set_tensor_address(name, t.data_ptr())
+                    if self.dynamic_batch:
+                        self._context.set_input_shape(name, tuple(t.shape))
                 if not self._context.execute_async_v3(self._stream.cuda_stream):
                     raise ConfigError("TensorRT execution failed (see the TensorRT log)")
-                out = self._outputs[self.output_name].float().cpu()
+                rows = len(part[self.input_names[0]])
+                out = self._outputs[self.output_name][:rows].float().cpu()
             self._stream.synchronize()
             keep.clear()
             return out.numpy()
 
-        return run_in_batches(run, arrays, self.batch_size, pad=True)
+        return run_in_batches(run, arrays, self.batch_size, pad=not self.dynamic_batch)
 
 
-__all__ = ["DEFAULT_CACHE_DIR", "TensorRTEngine", "contract_shapes", "engine_cache_key"]
+__all__ = ["DEFAULT_CACHE_DIR", "PRECISIONS", "TensorRTEngine", "contract_shapes", "engine_cache_key"]

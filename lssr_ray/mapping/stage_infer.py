@@ -16,12 +16,8 @@ the partials say, checked against the plan at the end (not the executor's word).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,28 +51,17 @@ class InferResult:
     """Wall time of stage 1 (after the ONNX export, which is cached)."""
 
 
-def onnx_graph(plan: MapPlan) -> bytes:
-    """The exported ONNX graph of the run's model (fixed batch and chip size), cached on disk
-    under ``$LSSR_CACHE/onnx/<hash>.onnx`` keyed by base, adapters, seed and shapes."""
-    from lssr_ray.infer.export import export_onnx
-    from lssr_ray.model.base import default_cache_dir
+def onnx_graph(plan: MapPlan) -> str:
+    """Path of the exported ONNX graph of the run's model (fixed batch and chip size; weights as
+    external data beside it for an SD-2.1-size base), cached under ``$LSSR_CACHE/onnx/<key>/``
+    (:func:`~lssr_ray.infer.export.cached_export`). Actors get the path, never the bytes; one on
+    a node without it exports the same graph there (:class:`~lssr_ray.mapping.udfs.LSSRPredictor`)."""
+    from lssr_ray.infer.export import cached_export
     from lssr_ray.model.checkpoint import CheckpointRef
-    from lssr_ray.model.lssr import GRAPH_REVISION, LSSRModel
 
     cfg = plan.cfg
-    key = hashlib.sha256(json.dumps([plan.identity["base_sha256"], plan.identity["adapter_sha256"],
-                                     cfg.seed, cfg.batch_size, cfg.grid.chip_size, GRAPH_REVISION]).encode()).hexdigest()[:20]
-    path = default_cache_dir() / "onnx" / f"{key}.onnx"
-    if not path.is_file():
-        log.info("exporting the ONNX graph to %s", path)
-        model = LSSRModel.from_ref(CheckpointRef(plan.checkpoint, cfg.base, cfg.seed)).merge_for_inference()
-        tmp = path.with_name(f".{key}.{os.getpid()}.tmp.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export_onnx(model, tmp, batch_size=cfg.batch_size, chip_size=cfg.grid.chip_size)
-        os.replace(tmp, path)
-        tmp.with_suffix(".json").unlink(missing_ok=True)
-    return path.read_bytes()
+    ref = CheckpointRef(plan.checkpoint, cfg.base, cfg.seed)
+    return str(cached_export(ref, batch_size=cfg.batch_size, chip_size=cfg.grid.chip_size))
 
 
 def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
@@ -84,7 +69,7 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     cfg = plan.cfg
     kw: dict[str, Any] = {"engine": plan.engine, "checkpoint": plan.checkpoint, "base": cfg.base, "seed": cfg.seed,
                           "batch_size": cfg.batch_size, "chip_size": cfg.grid.chip_size,
-                          "uncertainty": cfg.uncertainty}
+                          "uncertainty": cfg.uncertainty, "precision": cfg.precision}
     if plan.engine not in ("torch", "bicubic"):
         kw["onnx"] = onnx_graph(plan)
     return kw

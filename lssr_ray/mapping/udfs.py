@@ -191,10 +191,13 @@ class LSSRPredictor:
             :func:`~lssr_ray.model.checkpoint.resolve_checkpoint`), or None for untrained adapters
             (seeded).
         base: frozen base folder / URI.
-        onnx: the exported graph as bytes (or a path) for the ONNX engines; written to a
-            temporary file on the actor's node so multi-node clusters need no shared disk.
+        onnx: the exported graph's path for the ONNX engines (weights may sit beside it as
+            external data); where that path is not on the actor's node, the same graph is
+            exported into this node's cache, so multi-node clusters need no shared disk. Bytes
+            (a single-file graph under 2 GB) are written to a temporary file.
         batch_size, chip_size: model call size; the ONNX graph fixes both.
         uncertainty: also compute the ``uncertainty`` trust layer (several forward passes).
+        precision: GPU inference precision (:func:`~lssr_ray.infer.factory.make_engine`).
     """
 
     def __init__(
@@ -209,6 +212,7 @@ class LSSRPredictor:
         chip_size: int = 64,
         device: str | None = None,
         uncertainty: bool = False,
+        precision: str = "auto",
     ) -> None:
         from lssr_ray.infer.factory import make_engine, resolve_kind
 
@@ -227,7 +231,7 @@ class LSSRPredictor:
             self.scale = model.config.scale
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.engine = make_engine("torch", torch_module=model, batch_size=batch_size,
-                                      chip_shape=(chip_size, chip_size), device=dev)
+                                      chip_shape=(chip_size, chip_size), device=dev, precision=precision)
         else:
             if onnx is None:
                 raise ConfigError(f"engine {kind!r} needs the exported ONNX graph (onnx=bytes or path)")
@@ -236,8 +240,14 @@ class LSSRPredictor:
                 fd, path = tempfile.mkstemp(suffix=".onnx", prefix="lssr-")
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(onnx)
+            elif not os.path.isfile(onnx):  # another node's cache: export the same graph here
+                from lssr_ray.infer.export import cached_export
+                from lssr_ray.model.checkpoint import CheckpointRef
+
+                path = cached_export(CheckpointRef(checkpoint, base, seed), batch_size=batch_size,
+                                     chip_size=chip_size)
             self.engine = make_engine(kind, onnx_path=path, batch_size=batch_size,
-                                      chip_shape=(chip_size, chip_size))
+                                      chip_shape=(chip_size, chip_size), precision=precision)
         self.kind = self.engine.name
 
     def predict(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:

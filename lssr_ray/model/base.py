@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,9 @@ from typing import Any
 from lssr_ray.config import REPO_ROOT, SMALL_BASE_DIR
 from lssr_ray.errors import MissingDataError, StorageUnreachableError
 from lssr_ray.fileio import filesystem
-from lssr_ray.model.fingerprint import folder_sha256
+from lssr_ray.model.fingerprint import folder_sha256, object_listing
+
+log = logging.getLogger(__name__)
 
 FINGERPRINT_SUBFOLDERS = ("", "unet", "vae", "scheduler")
 """Where the files of :func:`base_fingerprint` are (not text_encoder/ or tokenizer/)."""
@@ -124,8 +128,10 @@ def default_cache_dir() -> Path:
 def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
     """Return a local folder for ``uri``: a local path as is, an s3:// URI copied into the cache.
 
-    The cache key is a hash of the URI; a finished copy is marked by a ``.complete`` file so an
-    interrupted download is redone.
+    The cache key is a hash of the URI; a finished copy is marked by a ``.complete`` file holding
+    the source's :func:`~lssr_ray.model.fingerprint.object_listing` (names, sizes, ETags), so an
+    interrupted download is redone and a changed source object is downloaded again (a listing per
+    resolve, no object read); an unreachable source leaves a complete copy in use.
     """
     s = str(uri)
     if not s.startswith("s3://"):
@@ -141,20 +147,37 @@ def resolve_base(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
         return p
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = cache / "bases" / hashlib.sha256(s.rstrip("/").encode()).hexdigest()[:16]
-    if (dest / ".complete").is_file():
-        return dest
+    marker = dest / ".complete"
     fs, src = filesystem(s.rstrip("/"))
     try:
-        if not fs.exists(src + "/model_index.json") and not fs.exists(src + "/unet"):
+        listing = object_listing(fs, src)
+    except (OSError, ConnectionError) as exc:
+        if marker.is_file():
+            log.warning("cannot list %s (%s): using the cached copy %s", s, exc, dest)
+            return dest
+        raise StorageUnreachableError(f"cannot list base model at {s}: {exc}") from exc
+    if marker.is_file() and _recorded_listing(marker) == listing:
+        return dest
+    try:
+        if "model_index.json" not in listing and not any(k.startswith("unet/") for k in listing):
             raise MissingDataError(f"{s} holds no diffusers SD folder (no model_index.json or unet/)")
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)  # objects removed at the source go too
         dest.mkdir(parents=True, exist_ok=True)
         fs.get(src + "/", str(dest) + "/", recursive=True)
     except (OSError, ConnectionError) as exc:
         if isinstance(exc, MissingDataError):
             raise
         raise StorageUnreachableError(f"cannot copy base model from {s}: {exc}") from exc
-    (dest / ".complete").write_text(s)
+    marker.write_text(json.dumps({"uri": s, "objects": listing}) + "\n")
     return dest
+
+
+def _recorded_listing(marker: Path) -> dict[str, list] | None:
+    try:
+        return json.loads(marker.read_text()).get("objects")
+    except (OSError, ValueError, AttributeError):  # a marker of an older version: copy again
+        return None
 
 
 def base_fingerprint(folder: str | os.PathLike) -> str:

@@ -30,11 +30,11 @@ def _autocast(device_type: str, precision: str):
 
     import torch
 
-    if device_type != "cuda" or precision == "fp32":
+    from lssr_ray.infer.torch_engine import reduced_precision
+
+    dtype = reduced_precision(device_type, precision)
+    if dtype is None:
         return contextlib.nullcontext(), None
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return torch.autocast("cuda", dtype=dtype), scaler
 

@@ -212,18 +212,19 @@ def test_tensorrt_cache_key_and_shapes():
         "month": (8,),
         "present": (8, 3),
     }
-    k = engine_cache_key(b"model", shapes, gpu_name="NVIDIA H100", trt_version="10.3.0")
+    k = engine_cache_key("sha-a", shapes, gpu_name="NVIDIA H100", trt_version="10.3.0")
     assert len(k) == 64
     assert k == engine_cache_key(
-        b"model", dict(reversed(list(shapes.items()))), gpu_name="NVIDIA H100", trt_version="10.3.0"
+        "sha-a", dict(reversed(list(shapes.items()))), gpu_name="NVIDIA H100", trt_version="10.3.0"
     )
     for changed in (
-        engine_cache_key(b"model2", shapes, gpu_name="NVIDIA H100", trt_version="10.3.0"),
+        engine_cache_key("sha-b", shapes, gpu_name="NVIDIA H100", trt_version="10.3.0"),
         engine_cache_key(
-            b"model", shapes | {"lr": (4, 6, 64, 64)}, gpu_name="NVIDIA H100", trt_version="10.3.0"
+            "sha-a", shapes | {"lr": (4, 6, 64, 64)}, gpu_name="NVIDIA H100", trt_version="10.3.0"
         ),
-        engine_cache_key(b"model", shapes, gpu_name="NVIDIA A10G", trt_version="10.3.0"),
-        engine_cache_key(b"model", shapes, gpu_name="NVIDIA H100", trt_version="10.4.0"),
+        engine_cache_key("sha-a", shapes, gpu_name="NVIDIA A10G", trt_version="10.3.0"),
+        engine_cache_key("sha-a", shapes, gpu_name="NVIDIA H100", trt_version="10.4.0"),
+        engine_cache_key("sha-a", shapes, gpu_name="NVIDIA H100", trt_version="10.3.0", precision="bf16"),
     ):
         assert changed != k
 
@@ -243,3 +244,33 @@ def test_bicubic_engine_is_the_untrained_baselines_bicubic():
         want = ResidualCNN().eval()(torch.from_numpy(batch["lr"])).numpy()
     np.testing.assert_allclose(sr, want, atol=1e-6)
     assert resolve_kind("auto") != "bicubic" and resolve_kind("auto", with_graph=False) != "bicubic"
+
+
+def test_precision_setting_reads_the_same_for_inference_and_training(caplog):
+    """One reading of ``precision``: reduced types only on CUDA, float32 on CPU (with a word when
+    a reduced type was asked there), unknown values refused."""
+    import torch
+
+    from lssr_ray.infer.torch_engine import reduced_precision
+    from lssr_ray.train.loop import _autocast
+
+    assert reduced_precision("cuda", "bf16") is torch.bfloat16
+    assert reduced_precision("cuda", "fp16") is torch.float16
+    assert reduced_precision("cuda", "fp32") is None
+    assert all(reduced_precision("cpu", p) is None for p in ("auto", "fp32", "bf16", "fp16"))
+    with pytest.raises(ConfigError, match="fp8"):
+        reduced_precision("cuda", "fp8")
+    ctx, scaler = _autocast("cpu", "fp16")
+    assert scaler is None and not isinstance(ctx, torch.autocast)
+
+    model = lambda **kw: torch.nn.functional.interpolate(kw["lr"], scale_factor=3)
+    with caplog.at_level("WARNING"):
+        eng = make_engine("torch", torch_module=model, precision="fp16", chip_shape=(4, 4))
+    assert eng.dtype is None and "runs in float32" in caplog.text
+    lr = np.random.default_rng(0).uniform(-1, 1, (2, 6, 4, 4)).astype(np.float32)
+    out = eng({"lr": lr, "dem": np.zeros((2, 2, 12, 12), np.float32), "landcover": np.zeros((2, 1, 12, 12), np.int64),
+               "sar": np.zeros((2, 2, 12, 12), np.float32), "month": np.ones(2, np.int64),
+               "present": np.ones((2, 3), np.float32)})
+    assert out.dtype == np.float32 and np.array_equal(out, np.repeat(np.repeat(lr, 3, 2), 3, 3))
+    with pytest.raises(ConfigError, match="precision"):
+        make_engine("torch", torch_module=model, precision="half")
