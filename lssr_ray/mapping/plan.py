@@ -91,6 +91,8 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     aux = {}  # only when set, so runs on the archive's own aux layers keep their run id
     if cfg.aux_stac:
         aux = {"aux_stac": portable_ref(cfg.aux_stac, root=root), "aux_collections": cfg.aux_collections()}
+    if cfg.precision != "auto":  # a reduced GPU precision changes the output bytes (auto keeps old run ids)
+        aux["precision"] = cfg.precision
     return {
         **aux,
         "aoi_sha256": hashlib.sha256(aoi_bytes).hexdigest(),
