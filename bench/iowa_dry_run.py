@@ -195,6 +195,13 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """The driver's peak RSS since it started (the kernel's high-water mark, KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def plan_all(cfg: Any) -> tuple[Any, dict[str, Any]]:
     """``plan_map`` over the whole AOI and what the driver pays for it (timed, RSS)."""
     from lssr_ray.mapping.plan import plan_map, work_items
@@ -258,7 +265,7 @@ def run_block(plan: Any, n: int, store: str) -> dict[str, Any]:
         "actor_ms_per_chip": {k.removesuffix("_s"): v for k, v in per_chip.items()},
         "computed": infer.computed, "skipped": infer.skipped,
         "peak_rss_mb": {"driver": max(mem.get("driver", [0.0])), **{k: v for k, v in mem.items() if k.endswith("actor")}},
-        "sampler_cpu_s": round(sampler.cpu_s, 2),
+        "sampler_cpu_s": round(sampler.cpu_s, 2), "driver_peak_rss_mb_since_start": round(_peak_rss_mb(), 1),
     }
 
 
@@ -287,6 +294,7 @@ def dry_run(work: Path, *, run_chips: list[int], dates: int = 1, aoi: Path = IOW
     plan, planned = plan_all(cfg)
     planned["store_create_s"] = round(create(plan, str(work / "all.zarr")), 3)
     planned["driver_rss_mb_after_store"] = round(_rss_mb(), 1)
+    planned["driver_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     log(f"planned {planned['chips']:,} chips x {len(plan.times)} date(s) on a {planned['output_shape']} grid "
         f"in {planned['plan_s']:.1f} s; store in {planned['store_create_s']:.2f} s")
     runs = []
@@ -328,6 +336,28 @@ def table(section: dict[str, Any]) -> str:
     return "\n".join([*lines, *(row(r) for r in section["runs"])])
 
 
+def markdown(section: dict[str, Any]) -> str:
+    """The section as Markdown rows (for bench/RESULTS.md)."""
+    p = section["planned"]
+    out = ["| chips | chip-dates | plan s | store create s | work items (s) | driver RSS after plan + store MiB |",
+           "|---|---|---|---|---|---|",
+           (f"| all {p['chips']:,} | {p['chip_dates']:,} | {p['plan_s']:.1f} | {p['store_create_s']:.1f} | "
+           f"{p['work_items']:,} ({p['work_items_s']:.2f}) | {p['driver_rss_mb']:.0f} -> {p['driver_rss_mb_after_store']:.0f} |"),
+           "", ("| chips run | store create s | stage 1 s | stage 2 s | driver ms / chip (stage 1) | driver ms / chunk "
+           "(stage 2) | driver core share st1 / st2 | actor ms / chip read / bicubic / commit | wall ms / chip st1 / st2 "
+           "| peak RSS MiB driver | peak RSS MiB actors |"), "|" + "---|" * 11]
+    for r in section["runs"]:
+        a, m = r["actor_ms_per_chip"], r["peak_rss_mb"]
+        share = (f"{r['driver_ms_per_chip_stage1'] / r['wall_ms_per_chip_stage1']:.1%} / "
+                 f"{r['driver_ms_per_chunk_stage2'] / r['wall_ms_per_chunk_stage2']:.1%}")
+        actors = ", ".join(f"{k.removesuffix('_actor')} {max(v):.0f}" for k, v in sorted(m.items()) if k != "driver")
+        out.append(f"| {r['chips']:,} | {r['store_create_s']:.1f} | {r['stage1_s']:.0f} | {r['stage2_s']:.0f} | "
+                   f"**{r['driver_ms_per_chip_stage1']:.1f}** | {r['driver_ms_per_chunk_stage2']:.1f} | {share} | "
+                   f"{a['read']:.0f} / {a['infer']:.0f} / {a['commit']:.0f} | {r['wall_ms_per_chip_stage1']:.0f} / "
+                   f"{r['wall_ms_per_chunk_stage2']:.0f} | **{m['driver']:.0f}** | {actors} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/lssr-iowa-dry-run"), help="catalog and stores go here")
@@ -335,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dates", type=int, default=1, help=f"dates per tile (1..{len(DATES)})")
     ap.add_argument("--tiles", nargs="*", help="MGRS tiles (default: every tile meeting the AOI)")
     ap.add_argument("--results", type=Path, default=HERE / "results.json", help="merge the section into this JSON")
+    ap.add_argument("--markdown", action="store_true", help="print the section of --results as Markdown and exit")
     a = ap.parse_args(argv)
+    if a.markdown:
+        print(markdown(json.loads(a.results.read_text())["iowa_dry_run"]))
+        return 0
     try:
         t = time.perf_counter()
         sec = dry_run(a.work, run_chips=a.run_chips, dates=a.dates, tiles=a.tiles)
