@@ -1,0 +1,150 @@
+"""The Iowa dry run's machinery: the tile list, the synthetic-pixel granules, and one small run
+(one tile, 64 chips) through plan -> Ray Data stage 1 -> partials -> blend -> store."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from lssr_ray.config import REPO_ROOT
+
+BENCH = REPO_ROOT / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+dry = _load("iowa_dry_run")
+
+
+def _iowa():
+    from lssr_ray.data.aoi import read_aoi
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Iowa spans two UTM zones: read_aoi says so
+        return read_aoi(dry.IOWA)
+
+
+def test_iowa_tiles_are_real_and_cover_the_state():
+    import shapely
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    from lssr_ray.data import hls
+
+    aoi = _iowa()
+    tiles = dry.iowa_tiles(aoi)
+    # tiles of real HLS items over Iowa (recorded samples and scripts/make_hls_cogs.py)
+    assert {"15TVG", "15TWG", "15TUG", "15TWH"} <= set(tiles)
+    assert {t[:2] for t in tiles} == {"14", "15"}  # Iowa reaches 96.6 W, west of the 96 W zone edge
+    prints = {}
+    for t in tiles:
+        epsg, transform, shape = hls.tile_grid(t)
+        prints[t] = GeoBox(shape, Affine(*transform), f"EPSG:{epsg}").extent.to_crs("EPSG:4326").geom
+        assert prints[t].intersects(aoi.geometry), t
+    covered = aoi.geometry.difference(shapely.union_all(list(prints.values())))
+    assert covered.area < 1e-9 * aoi.geometry.area  # every part of Iowa lies in some tile
+    # each tile is needed: without it some of Iowa (or of the tile's own zone) would be uncovered
+    assert 30 <= len(tiles) <= 40
+
+
+def test_synthetic_granules_read_the_source_pixels_on_the_tile_grid(tmp_path):
+    import rasterio
+
+    from lssr_ray.data import hls
+    from lssr_ray.data.catalog import open_catalog
+    from lssr_ray.data.readers import read_raster
+
+    path = dry.make_catalog(tmp_path / "cat", ["15TVG"], dates=2)
+    cat = open_catalog(path)
+    assert len(cat) == 2 and {g.datetime.day for g in cat.granules} == {29, 15}
+    g = cat.granules[0]
+    epsg, transform, shape = hls.tile_grid("15TVG")
+    assert (g.crs, tuple(g.transform), g.shape) == (f"EPSG:{epsg}", tuple(transform), shape)
+    item = json.loads((tmp_path / "cat" / g.id / f"{g.id}.json").read_text())
+    assert item["stac_version"] == "1.1.0" and "eo:cloud_cover" in item["properties"]
+    assert item["assets"]["B04"]["href"] == f"./{g.id}.B04.vrt" and item["assets"]["s3_B04"]["href"].startswith("s3://")
+    with rasterio.open(dry.SOURCE / f"{dry.SOURCE.name}.B04.tif") as src:
+        red = src.read(1)
+    # a window across a repeat seam of the 603 x 627 px source
+    from affine import Affine
+
+    r0, c0, h, w = 590, 620, 30, 20
+    t = Affine(*transform) * Affine.translation(c0, r0)
+    got = read_raster(g.assets["B04"], f"EPSG:{epsg}", transform=t, shape=(h, w), fill=hls.NODATA, dtype="int16")[0]
+    rows = (r0 + np.arange(h)) % red.shape[0]
+    cols = (c0 + np.arange(w)) % red.shape[1]
+    np.testing.assert_array_equal(got, red[np.ix_(rows, cols)])
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("iowa-dry")
+    return work, dry.dry_run(work, run_chips=[64], tiles=["15TVG"], log=lambda *_: None)
+
+
+def test_small_dry_run_plans_the_tile_and_writes_the_block(small_run):
+    from lssr_ray.mapping.partials import done_chip_ids, parse_chip_id
+    from lssr_ray.mapping.store import open_store
+
+    work, sec = small_run
+    p, (r,) = sec["planned"], sec["runs"]
+    # one tile: the AOI is clipped to its footprint; 109.8 km / 1.68 km cores ~ 65 x 65 chips
+    assert 3500 < p["chips"] < 4500 and p["granules"] == 1 and p["work_items"] >= p["chips"] / 4
+    assert r["chips"] == r["chip_dates"] == 64 and r["computed"] == 64 and r["ok"] + sum(r["skipped"].values()) == 64
+    assert r["chunks_written"] == r["ok"] > 0
+    assert r["driver_ms_per_chip_stage1"] > 0 and r["peak_rss_mb"]["driver"] > 100
+    assert set(r["actor_ms_per_chip"]) == {"read", "infer", "commit"} and r["actor_ms_per_chip"]["infer"] > 0
+    assert "lssr_actor" in r["peak_rss_mb"] and "blend_actor" in r["peak_rss_mb"]
+    print(dry.table(sec))  # the table renders from the section
+    store = work / "run64.zarr"
+    done = sorted(done_chip_ids(str(store), 0))
+    assert len(done) == 64
+    rows, cols = zip(*(parse_chip_id(c) for c in done))
+    assert max(rows) - min(rows) == max(cols) - min(cols) == 7  # a square 8 x 8 block
+    ds = open_store(str(store))
+    assert tuple(ds.reflectance.shape[2:]) == tuple(p["output_shape"])  # the whole tile's grid
+    c = ds.attrs["chunk_size_px"]
+    inside = ds.valid[0, rows[0] * c:(rows[0] + 1) * c, cols[0] * c:(cols[0] + 1) * c].values
+    outside = ds.valid[0, (max(rows) + 2) * c:(max(rows) + 3) * c, cols[0] * c:(cols[0] + 1) * c].values
+    assert inside.mean() > 0.5 and outside.max() == 0  # only the block was run
+
+
+def test_small_dry_run_reflectance_follows_the_synthetic_input(small_run):
+    """The store holds the synthetic input x3 bicubic: red averaged back to 30 m ~ the granule's red."""
+    from affine import Affine
+
+    from lssr_ray.data import hls
+    from lssr_ray.data.readers import read_raster
+    from lssr_ray.mapping.partials import done_chip_ids, parse_chip_id
+    from lssr_ray.mapping.store import open_store
+
+    work, _ = small_run
+    ds = open_store(str(work / "run64.zarr"))
+    c = ds.attrs["chunk_size_px"]
+    row, col = parse_chip_id(sorted(done_chip_ids(str(work / "run64.zarr"), 0))[27])
+    out = ds.reflectance[0, list(ds.band.values).index("red"), row * c:(row + 1) * c, col * c:(col + 1) * c]
+    a, _, x0, _, e, y0 = ds.rio.transform()[:6]
+    gid = ds.granules.values[0].split(",")[0]
+    t = Affine(30.0, 0, x0 + col * c * a, 0, -30.0, y0 + row * c * e)
+    href = str(work / "catalog" / gid / f"{gid}.B04.vrt")
+    dn = read_raster(href, str(ds.rio.crs), transform=t, shape=(c // 3, c // 3), fill=hls.NODATA, dtype="int16")[0]
+    ref = np.where(dn == hls.NODATA, np.nan, dn * hls.SCALE)
+    k = c // 3
+    blocks = out.values.reshape(k, 3, k, 3)  # each 30 m input pixel is 3 x 3 output pixels
+    seen = np.isfinite(blocks).all(axis=(1, 3)) & np.isfinite(ref)
+    assert seen.mean() > 0.5
+    mean3 = blocks.mean(axis=(1, 3))[seen]
+    # bicubic x3 reproduces the 30 m pixels it came from, up to its overshoot at edges
+    assert abs(mean3.mean() - ref[seen].mean()) < 0.005
+    assert np.corrcoef(mean3, ref[seen])[0, 1] > 0.95
