@@ -205,8 +205,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Adapter fine-tuning with Ray Train (``jobs/train.py --config configs/<name>.yaml``)."""
@@ -343,6 +341,10 @@ class MapConfig:
     """Delete an existing store (and its partials) first."""
     quicklook: bool = True
     """Write quicklook PNGs (30 m input next to 10 m output) next to a local store."""
+    keep_partials: bool = False
+    """Keep ``_partials/`` (per-chip predictions) in the completed store; by default they are removed."""
+    timeseries_copy: bool = False
+    """Also write ``<store>_ts.zarr``, rechunked for per-pixel time series (time = all, y = x = 256)."""
     ray_address: str | None = None
     """Ray cluster address; default ``auto`` when ``RAY_ADDRESS`` is set (inside ``ray job
     submit``), else a local Ray started with this machine's CPUs."""

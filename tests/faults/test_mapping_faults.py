@@ -43,8 +43,10 @@ STORE_ARRAYS = ("reflectance", "valid", "x", "y", "time")
 
 
 def strip_cfg(aoi, out, **kw):
-    """One chip per read block and per model call, so partials commit one by one."""
-    return MapConfig(aoi=aoi, out=out, dates="clearest", batch_size=1, block=1, quicklook=False, **kw)
+    """One chip per read block and per model call, so partials commit one by one (and are kept:
+    the tests compare them across runs)."""
+    return MapConfig(aoi=aoi, out=out, dates="clearest", batch_size=1, block=1, quicklook=False, keep_partials=True,
+                     **kw)
 
 
 def open_group(url, storage_options=None):
