@@ -170,17 +170,21 @@ def write_timeseries_copy(url: str, *, storage_options: Mapping[str, Any] | None
                           edge: int = TIMESERIES_CHUNK) -> str:
     """Write the store's variables rechunked for per-pixel time series to :func:`timeseries_url`
     (replacing an earlier copy): chunks (time = all, band = all, y = ``edge``, x = ``edge``), the
-    same encodings, coordinates, CRS and attributes; returns its URL."""
+    same encodings, coordinates, CRS and attributes; returns its URL. A location there holding
+    anything but an earlier copy (or nothing) is refused with a :class:`StoreError`, never emptied."""
     from lssr_ray.config import portable_ref
+    from lssr_ray.mapping.output_target import STORE_FORMAT_VERSION, STORE_MARKER, output_state
 
     ds = open_store(url, storage_options=storage_options)
     names = _variables(ds)
     enc = {n: _encoding(ds[n], _chunks(ds[n], edge, whole_time=True)) for n in names}
     out = ds[list(names)].drop_encoding().chunk({d: s for n in names for d, s in zip(ds[n].dims, enc[n]["chunks"], strict=True)})
-    out.attrs = {**ds.attrs, "timeseries_copy_of": portable_ref(url), "chunking": f"time=all, y={edge}, x={edge}"}
+    out.attrs = {**ds.attrs, "timeseries_copy_of": portable_ref(url), "chunking": f"time=all, y={edge}, x={edge}",
+                 STORE_MARKER: STORE_FORMAT_VERSION}  # ours: a later copy may replace it
     out.attrs.pop("multiscales", None)
     out.attrs.pop("zarr_conventions", None)
     target = timeseries_url(url)
+    output_state(target, storage_options=storage_options)  # refuses (StoreError) anything not ours to replace
     _write(out, target, enc, storage_options, consolidated=True)
     return target
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+import zarr
 from rasterio.transform import from_origin
 
 from lssr_ray.mapping import store as S
@@ -36,9 +37,11 @@ def store(tmp_path):
                 S.write_chunk(url, full[ti, :, r0:r0 + CHUNK, c0:c0 + CHUNK], row_off=r0, col_off=c0,
                               time_index=ti, layout=lay)
     crop = rng.choice(np.array([0, 1100, 1200], np.uint16), SHAPE)
+    root_attrs = dict(zarr.open_group(url, mode="r", zarr_format=2).attrs)  # xarray's append drops them
     tmpl = xr.Dataset({"crop_type": (("y", "x"), crop)})
     tmpl.to_zarr(url, mode="a", zarr_format=2, consolidated=False,
                  encoding={"crop_type": {"_FillValue": 0, "chunks": (CHUNK, CHUNK), "grid_mapping": "spatial_ref"}})
+    zarr.open_group(url, mode="r+", zarr_format=2).attrs.update(root_attrs)
     S.finalize_store(url)
     return url, S.open_store(url)
 
@@ -110,3 +113,18 @@ def test_timeseries_copy_equals_the_store(store):
     assert list(ts.granules.values) == ["a", "b"] and ts.attrs["timeseries_copy_of"] == "s.zarr"
     with rasterio.open(S.gdal_path(ts_url)) as src:
         assert src.crs.to_epsg() == 32616 and src.count == 12 and src.nodata == -9999
+
+
+def test_timeseries_copy_never_replaces_foreign_files(store, tmp_path):
+    from lssr_ray.errors import StoreError
+
+    url, _ = store
+    foreign = tmp_path / "s_ts.zarr"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="refusing to write"):
+        V.write_timeseries_copy(url)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    (foreign / "notes.txt").unlink()
+    V.write_timeseries_copy(url)  # empty now: written, and a second copy replaces the first (ours)
+    assert V.write_timeseries_copy(url) == str(foreign)
