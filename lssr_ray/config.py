@@ -205,8 +205,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Adapter fine-tuning with Ray Train (``jobs/train.py --config configs/<name>.yaml``)."""
@@ -318,8 +316,7 @@ class MapConfig:
     precision: str = choice_field("auto", ("auto", "fp32", "bf16", "fp16"))
     """GPU inference precision (torch autocast, TensorRT build; ``make_engine``); CPU runs fp32."""
     dates: str = choice_field("all", DATE_MODES)
-    """``all`` (one time step per distinct acquisition date) or ``clearest`` (one step: the
-    clearest date per chip). *Run identity*."""
+    """``all`` (one time step per local solar day) or ``clearest`` (one step: the clearest day per chip). *Run identity*."""
     grid: GridConfig = field(default_factory=GridConfig)
     """The output grid and chips (chip_size and overlap are *run identity*)."""
     batch_size: int = 4
@@ -345,9 +342,12 @@ class MapConfig:
     """Delete an existing store (and its partials) first."""
     quicklook: bool = True
     """Write quicklook PNGs (30 m input next to 10 m output) next to a local store."""
+    keep_partials: bool = False
+    """Keep ``_partials/`` (per-chip predictions) in the completed store; by default they are removed."""
+    timeseries_copy: bool = False
+    """Also write ``<store>_ts.zarr``, rechunked for per-pixel time series (time = all, y = x = 256)."""
     ray_address: str | None = None
-    """Ray cluster address; default ``auto`` when ``RAY_ADDRESS`` is set (inside ``ray job
-    submit``), else a local Ray started with this machine's CPUs."""
+    """Ray cluster address; default ``auto`` when ``RAY_ADDRESS`` is set (``ray job submit``), else a local Ray."""
     classifier: str | None = None
     """Crop-type classifier folder for the final crop_type stage; default the bundled
     ``models/croptype-lgbm`` when present; ``"none"`` skips the stage (noted in the store)."""

@@ -216,8 +216,8 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
         root_attrs = dict(zarr.open_group(zarr_store(url, so), mode="r", zarr_format=2).attrs)
         tmpl = xr.Dataset({CROP_TYPE_VAR: (("y", "x"), da.zeros((h, w), dtype="uint16", chunks=(c, c)))})
         tmpl[CROP_TYPE_VAR].attrs.update(attrs)
-        # no _FillValue (kept uint16 when decoded); every chunk is written below, 0 = nodata
-        enc = {CROP_TYPE_VAR: {"_FillValue": None, "chunks": (c, c), "grid_mapping": "spatial_ref"}}
+        # _FillValue 0: GDAL/QGIS show class 0 as nodata; open_store keeps the layer uint16
+        enc = {CROP_TYPE_VAR: {"_FillValue": 0, "chunks": (c, c), "grid_mapping": "spatial_ref"}}
         tmpl.to_zarr(str(url), mode="a", compute=False, zarr_format=2, consolidated=False, encoding=enc,
                      storage_options=settings_for(url, so) or None)
         zarr.open_group(zarr_store(url, so), mode="r+", zarr_format=2).attrs.update(root_attrs)

@@ -1,5 +1,6 @@
 """The last step of a mapping run, **finalize**: the store's books and completion mark, the
-quicklooks, and the crop_type stage (:mod:`lssr_ray.mapping.classify_stage`)."""
+quicklooks, the crop_type stage (:mod:`lssr_ray.mapping.classify_stage`), the analyst views
+(overviews, time-series copy: :mod:`lssr_ray.mapping.views`) and, last, ``_partials/`` removed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from lssr_ray.mapping.classify_stage import ClassifyResult
 from lssr_ray.mapping.plan import MapPlan
-from lssr_ray.mapping.summary import modality_warnings
+from lssr_ray.mapping.summary import MapSummary, modality_warnings
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,58 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
         quicklooks = write_quicklooks(plan.store, chips.grid, by_time, labels=plan.labels,
                                       storage_options=storage_options)
     clf_dir, clf_note = classifier
+    crop = None
     if clf_dir is None:
         log.info("NOTE: %s", clf_note)
         finalize_store(plan.store, attrs={"crop_type_note": clf_note}, storage_options=storage_options)
-        return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing)
-    # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
-    return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing,
-                          crop_type=classify_store(plan.store, clf_dir, storage_options=storage_options,
-                                                   explicit=cfg.classifier is not None))
+    else:  # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
+        crop = classify_store(plan.store, clf_dir, storage_options=storage_options,
+                              explicit=cfg.classifier is not None)
+    finish_store(plan, storage_options)
+    return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing, crop_type=crop)
 
 
-__all__ = ["FinalizeResult", "finalize_run"]
+def finish_store(plan: MapPlan, storage_options: dict[str, Any]) -> None:
+    """The completed store's analyst views (:mod:`lssr_ray.mapping.views`): overviews, the
+    time-series copy with ``cfg.timeseries_copy``; then ``_partials/`` removed (unless
+    ``cfg.keep_partials``), last, so a run stopped before this point is still resumable."""
+    from lssr_ray.config import portable_ref
+    from lssr_ray.mapping.partials import remove_partials
+    from lssr_ray.mapping.store import finalize_store
+    from lssr_ray.mapping.views import build_overviews, write_timeseries_copy
+
+    attrs = build_overviews(plan.store, storage_options=storage_options)
+    if plan.cfg.timeseries_copy:
+        attrs["timeseries_copy"] = portable_ref(write_timeseries_copy(plan.store, storage_options=storage_options))
+    finalize_store(plan.store, attrs=attrs, storage_options=storage_options)
+    if not plan.cfg.keep_partials and remove_partials(plan.store, storage_options=storage_options):
+        log.info("removed %s/_partials (the run is complete; --keep-partials keeps them)", plan.store)
+
+
+def finished_summary(plan: MapPlan, storage_options: dict[str, Any]) -> MapSummary | None:
+    """The summary of a store this run's settings already completed (``completed`` attribute,
+    ``_partials/`` removed): nothing is left to compute, so a resumed run reports every chip-date
+    as resumed and writes nothing. None for any other store (and with ``--overwrite``); the
+    caller still checks that the run identity matches
+    (:func:`~lssr_ray.mapping.pipeline.open_or_create_store`)."""
+    from lssr_ray.mapping.output_target import OURS, output_state
+    from lssr_ray.mapping.partials import partials_present
+    from lssr_ray.mapping.store import open_store
+
+    if plan.cfg.overwrite or output_state(plan.store, storage_options=storage_options) != OURS:
+        return None
+    if partials_present(plan.store, storage_options=storage_options):
+        return None
+    attrs = open_store(plan.store, storage_options=storage_options).attrs
+    if attrs.get("completed") is not True:
+        return None
+    chips, nt = plan.stage.plan, len(plan.times)
+    return MapSummary(store=plan.store, run_id=plan.run_id, engine=plan.engine, chips=len(chips), n_times=nt,
+                      chip_dates=len(chips) * nt,
+                      resumed=int(attrs.get("chip_dates_ok", 0)) + int(attrs.get("chip_dates_skipped", 0)),
+                      chunk_km2=(chips.chunk_size * chips.grid.output_resolution) ** 2 / 1e6,
+                      aoi_km2=chips.aoi_area_km2, warnings=list(attrs.get("warnings", [])),
+                      modalities=dict(attrs.get("modalities", {})))
+
+
+__all__ = ["FinalizeResult", "finalize_run", "finish_store", "finished_summary"]

@@ -29,8 +29,9 @@ from lssr_ray.mapping.lock import LOCK_NAME
 
 STORE_MARKER = "lssr_ray_store"
 """Root-group attribute naming a store written by this project; its value is the format version."""
-STORE_FORMAT_VERSION = 1
-"""Store format version written under :data:`STORE_MARKER`."""
+STORE_FORMAT_VERSION = 2
+"""Store format version written under :data:`STORE_MARKER` (and part of the run identity).
+2: crop_type with _FillValue 0, overviews/, _partials/ removed once complete (issue 14)."""
 
 ABSENT, EMPTY, OURS = "absent", "empty", "ours"
 """States of an output location that a run may use."""

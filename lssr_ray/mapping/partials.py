@@ -221,6 +221,25 @@ def retryable_chip_ids(store_url: str, time_index: int, *,
     return out
 
 
+def remove_partials(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Delete the store's ``_partials/`` (a completed run's last step: the blended store holds
+    everything they held, and a resumed complete run needs none of them); True if there were any."""
+    url = "/".join([str(store_url).rstrip("/"), PARTIALS_DIR])
+    fs, folder = filesystem(url, storage_options)
+    fs.invalidate_cache(folder)  # s3fs caches listings: what another writer just added counts too
+    if not fs.exists(folder):
+        return False
+    fs.rm(folder, recursive=True)
+    return True
+
+
+def partials_present(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True if the store holds a ``_partials/`` folder (a run that is still resumable)."""
+    fs, folder = filesystem("/".join([str(store_url).rstrip("/"), PARTIALS_DIR]), storage_options)
+    fs.invalidate_cache(folder)
+    return bool(fs.exists(folder))
+
+
 def load_neighbourhood(
     store_url: str,
     time_index: int,
@@ -302,6 +321,8 @@ __all__ = [
     "parse_chip_id",
     "partial_path",
     "partials_dir",
+    "partials_present",
+    "remove_partials",
     "retryable_chip_ids",
     "summarize",
 ]

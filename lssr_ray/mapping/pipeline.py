@@ -101,7 +101,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     from lssr_ray.credentials import configure_archive_access
     from lssr_ray.mapping.accounting import confirm_run, unaccounted
     from lssr_ray.mapping.classify_stage import resolve_classifier
-    from lssr_ray.mapping.finalize import finalize_run
+    from lssr_ray.mapping.finalize import finalize_run, finished_summary
     from lssr_ray.mapping.lock import StoreLock
     from lssr_ray.mapping.preflight import preflight
     from lssr_ray.mapping.ray_env import init_ray
@@ -117,11 +117,14 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     preflight(plan, so)  # output, engine, checkpoint/base, catalog CRS: before any write or Ray
     _tell(plan, progress)
     nt = len(plan.times)
-    todo = unaccounted(plan.chip_ids, {} if cfg.overwrite else committed(plan, so), nt)
+    finished = finished_summary(plan, so)  # completed, _partials/ removed: nothing left to compute
+    todo = [] if finished else unaccounted(plan.chip_ids, {} if cfg.overwrite else committed(plan, so), nt)
     confirm_run(len(todo), len(plan.chip_ids), nt, cfg, confirm)  # before anything is written
     lock = StoreLock(plan.store, plan.run_id, storage_options=so)
     lock.refuse_if_live()  # before the store is created or overwritten
     open_or_create_store(plan, so)
+    if finished is not None:  # (its run identity was just checked)
+        return dataclasses.replace(finished, wall_s=time.perf_counter() - t0)
     with lock:
         done = committed(plan, so)
         retry = 0 if cfg.overwrite else sum(len(v) for v in retryable(plan, so).values())

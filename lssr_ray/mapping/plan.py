@@ -5,8 +5,8 @@ time axis, the model identity and the run id; nothing is written and Ray is not 
 :func:`work_items` turns a plan and what is already committed into stage 1's work items.
 
 The store records the run identity (:func:`run_identity`: AOI file hash, catalog, dates, grid,
-batch size, seed, base and adapter hashes, engine kind, the ``--uncertainty`` switch, software
-version) in its ``run_config`` attribute; resuming with a different identity is refused. The run
+batch size, seed, base and adapter hashes, engine kind, the ``--uncertainty`` switch, store
+format, software version) in its ``run_config`` attribute; resuming with a different identity is refused. The run
 id is the first 16 hex digits of the sha256 of that identity (JSON, sorted keys), so a killed run
 and its resumption share the id and the resumed run takes over the killed run's store lock
 (:class:`~lssr_ray.mapping.lock.StoreLock`).
@@ -86,6 +86,7 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
     """
     import lssr_ray
     from lssr_ray.config import portable_ref
+    from lssr_ray.mapping.output_target import STORE_FORMAT_VERSION
     from lssr_ray.model.lssr import GRAPH_REVISION
 
     aux = {}  # only when set, so runs on the archive's own aux layers keep their run id
@@ -109,6 +110,7 @@ def run_identity(cfg: MapConfig, *, aoi_bytes: bytes, base_sha256: str, adapter_
         "engine": engine,
         "uncertainty": bool(cfg.uncertainty),  # adds a store variable and changes stage-1 partials
         "graph_revision": GRAPH_REVISION,
+        "store_format": STORE_FORMAT_VERSION,  # the store's layout and encodings (crop_type fill, overviews)
         "software_version": lssr_ray.__version__,
     }
 

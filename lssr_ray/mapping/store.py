@@ -3,27 +3,34 @@
 Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray everywhere)::
 
     <store>.zarr/
-      reflectance  int16 (time, band, y, x), CF-packed: value * 0.0001 = reflectance, valid
-                   range -100..16000 as HLS v2.0 (slightly negative values are kept: they are
-                   what the model predicted), _FillValue -9999 (decodes to NaN); chunks
-                   (1, 6, C, C), C = chip core
+      reflectance  int16 (time, band, y, x), CF-packed: value * 0.0001 = reflectance, valid_range
+                   -100..16000 as HLS v2.0 (slightly negative and > 1 values are kept; only values
+                   outside that range are clipped to it, int16 would wrap), _FillValue -9999
+                   (NaN); chunks (1, 6, C, C), C = chip core
       valid        uint8 (time, y, x): 1 where all six bands are valid, 0 otherwise (and in
-                   chunks never written); chunks (1, C, C)
+                   chunks never written); CF flag_values / flag_meanings; chunks (1, C, C)
       consistency  int16 (time, band, y, x), scale 0.0001, _FillValue -32768: PSF-degraded output
                    minus input (:mod:`lssr_ray.mapping.trust_layers`); always written by a run
       uncertainty  the same encoding: spread over test-time variants; only with --uncertainty
+      crop_type    uint16 (y, x), _FillValue 0 (GDAL nodata), CF flag_values / flag_meanings
+                   (:mod:`lssr_ray.mapping.classify_stage`)
       spatial_ref  CF grid mapping (crs_wkt + GeoTransform), referenced by ``grid_mapping``
       time, band, y, x   coordinates (pixel centres in metres of the UTM CRS); time = local
                    solar day of the acquisitions (:mod:`lssr_ray.data.mosaic`)
       sensor, granules   string coordinates along time: the HLS sensor(s) ("L30", "S30",
                    "L30+S30") and comma-separated granule ids fused into each time step
-      _partials/   per-chip stage-1 predictions (see :mod:`lssr_ray.mapping.partials`)
+      overviews/<f>/     the same variables decimated by f = 2, 4, ... (:mod:`lssr_ray.mapping.views`)
+      _partials/   per-chip stage-1 predictions while a run is resumable, removed once it is
+                   complete (:mod:`lssr_ray.mapping.partials`)
       _lock.json   the run lock while a run writes (:class:`~lssr_ray.mapping.lock.StoreLock`)
 
 Opening it:
 
-* xarray: ``xr.open_zarr(url, decode_coords="all")`` then ``ds.rio.crs`` /
-  ``ds.rio.transform()`` (or :func:`open_store`).
+* xarray: :func:`open_store` (reflectance and trust layers as float32, ``crop_type`` as uint16
+  with 0 = nodata, ``ds.rio.crs`` / ``ds.rio.transform()``). A plain ``xr.open_zarr(url,
+  decode_coords="all")`` decodes the packed int16 to **float64**: Zarr keeps attributes as JSON,
+  whose numbers are all doubles, so ``scale_factor`` cannot say float32 (CF asks the unpacked type
+  to follow it; cf-conventions issue 422): ``.astype("float32")`` after opening is exact.
 * GDAL / rasterio / QGIS: the subdataset ``ZARR:"/path/store.zarr":/reflectance``
   (a bare path shows no bands; :func:`gdal_path` builds the string). GDAL shows the 4-D
   variable as ``6 * n_times`` bands, time-major: band ``t * 6 + b + 1`` is time ``t``, band
@@ -60,6 +67,8 @@ SCALE_FACTOR = 0.0001
 """CF scale factor of the int16 reflectance (HLS convention)."""
 FILL_VALUE = -9999
 """CF ``_FillValue`` of the int16 reflectance (HLS convention)."""
+UNMASKED_VARS = ("valid", "crop_type")
+"""Integer variables :func:`open_store` keeps as stored: 0 is their no-data class, not NaN."""
 TIME_COORD_ATTRS = {
     "sensor": {"long_name": "HLS sensor(s) of the time step's mosaic (L30, S30 or L30+S30)"},
     "granules": {"long_name": "HLS granule ids fused into the time step's mosaic, comma-separated"},
@@ -201,9 +210,8 @@ def create_store(
         ds[name] = (("time", "band", "y", "x"), refl)
         ds[name].attrs.update(trust_attrs(name))
     ds = ds.rio.write_crs(crs).rio.write_transform(Affine(*t)).rio.write_grid_mapping("spatial_ref")
-    ds[REFLECTANCE_VAR].attrs.update(
-        long_name="surface reflectance (10 m, super-resolved)", units="1", valid_range=list(VALID_RANGE)
-    )
+    ds[REFLECTANCE_VAR].attrs.update(long_name="surface reflectance (10 m, super-resolved)", units="1",
+                                     valid_range=list(VALID_RANGE))  # packed units, as HLS v2.0
     ds[VALID_VAR].attrs.update(
         long_name="1 where all bands are valid", flag_values=[0, 1], flag_meanings="invalid valid"
     )
@@ -215,8 +223,8 @@ def create_store(
     encoding = {
         REFLECTANCE_VAR: {
             "dtype": "int16",
-            "scale_factor": SCALE_FACTOR,
-            "add_offset": 0.0,
+            "scale_factor": np.float32(SCALE_FACTOR),
+            "add_offset": np.float32(0.0),
             "_FillValue": FILL_VALUE,
             "chunks": (1, nb, chunk, chunk),
             "grid_mapping": "spatial_ref",
@@ -356,37 +364,26 @@ def finalize_store(url: str, *, attrs: Mapping[str, Any] | None = None,
         zarr.consolidate_metadata(store, zarr_format=2)
 
 
-def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None) -> Any:
-    """Open the store as an :class:`xarray.Dataset` (reflectance decoded to float, NaN fill;
-    ``ds.rio.crs`` and ``ds.rio.transform()`` set from ``spatial_ref``)."""
+def open_store(url: str, *, storage_options: Mapping[str, Any] | None = None, group: str | None = None) -> Any:
+    """Open the store as an :class:`xarray.Dataset`: the packed int16 variables (reflectance, trust
+    layers, also in overviews) decoded to float32 with NaN fill, ``valid`` and ``crop_type`` as
+    stored (uint8 / uint16, 0 = invalid / nodata); ``ds.rio.crs`` and ``ds.rio.transform()`` set
+    from ``spatial_ref``. ``group``: a group inside the store, e.g. an overview level."""
     import rioxarray  # noqa: F401
     import xarray as xr
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
-        return _open(xr, url, storage_options)
+        ds = xr.open_zarr(str(url), group=group, decode_coords="all", mask_and_scale=dict.fromkeys(UNMASKED_VARS, False),
+                          storage_options=settings_for(url, storage_options) or None)
+    for name, var in list(ds.data_vars.items()):
+        if "scale_factor" in var.encoding and var.dtype != np.float32:
+            # float64 only because JSON attributes are doubles; float32 holds every int16 * 1e-4
+            ds[name] = var.astype(np.float32)
+            ds[name].encoding = dict(var.encoding)
+    return ds
 
 
-def _open(xr: Any, url: str, storage_options: Mapping[str, Any] | None) -> Any:
-    return xr.open_zarr(
-        str(url),
-        decode_coords="all",
-        storage_options=settings_for(url, storage_options) or None,
-    )
-
-
-__all__ = [
-    "FILL_VALUE",
-    "REFLECTANCE_VAR",
-    "SCALE_FACTOR",
-    "TIME_COORD_ATTRS",
-    "VALID_VAR",
-    "StoreLayout",
-    "create_store",
-    "finalize_store",
-    "gdal_path",
-    "open_store",
-    "read_layout",
-    "region_write",
-    "write_chunk",
-]
+__all__ = ["FILL_VALUE", "REFLECTANCE_VAR", "SCALE_FACTOR", "TIME_COORD_ATTRS", "UNMASKED_VARS", "VALID_VAR",
+           "StoreLayout", "create_store", "finalize_store", "gdal_path", "open_store", "read_layout",
+           "region_write", "write_chunk"]

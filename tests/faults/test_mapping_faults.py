@@ -43,10 +43,12 @@ STORE_ARRAYS = ("reflectance", "valid", "x", "y", "time")
 
 
 def strip_cfg(aoi, out, **kw):
-    """One chip per read block and per model call, so partials commit one by one (no crop_type:
-    the bundled Flanders classifier is refused in Alabama)."""
+    """One chip per read block and per model call, so partials commit one by one (and are kept:
+    the tests compare them across runs; no crop_type: the bundled Flanders classifier is refused
+    in Alabama)."""
     kw.setdefault("classifier", "none")
-    return MapConfig(aoi=aoi, out=out, dates="clearest", batch_size=1, block=1, quicklook=False, **kw)
+    return MapConfig(aoi=aoi, out=out, dates="clearest", batch_size=1, block=1, quicklook=False, keep_partials=True,
+                     **kw)
 
 
 def open_group(url, storage_options=None):

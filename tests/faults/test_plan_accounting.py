@@ -93,6 +93,7 @@ def test_many_chip_plan_every_chip_committed_or_skipped_with_reason(tmp_path, ca
     aoi = write_box_aoi(tmp_path / "alabama.geojson", ALABAMA_WIDE, "EPSG:32616")
     out = str(tmp_path / "many.zarr")
     cfg = MapConfig(aoi=aoi, out=out, engine="bicubic", grid=GridConfig(chip_size=16, overlap=4), block=6, batch_size=16,
+                    keep_partials=True,  # the partials are the books checked below
                     confirm_over_s=10, yes=True, quicklook=False, classifier="none", read_actors=1)
     plan = plan_map(cfg)
     ids = [c.id for c in plan.stage.plan.chips]

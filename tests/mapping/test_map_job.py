@@ -80,7 +80,7 @@ def test_corrupt_cog_and_all_cloud_dates_are_recorded_skips(tmp_path, ray_sessio
     arch = _bad_archive(tmp_path)
     out = str(tmp_path / "fl.zarr")
     cfg = MapConfig(aoi=FLANDERS, catalog=str(arch / "catalog.json"), start="2018-07-01", end="2018-07-23",
-                    out=out, dates="all")
+                    out=out, dates="all", keep_partials=True)  # the skip records are read below
     s = run_map(cfg, progress=False)
     assert s.n_times == 4 and s.computed == 4
     assert s.skipped == {"corrupt_source": 1, "all_cloud": 1}

@@ -140,3 +140,25 @@ def test_s3_commit_and_resume(s3_bucket):
     p = P.load_partial(store, 0, chips[1], storage_options=so)
     np.testing.assert_array_equal(p.sr, _sr(1))
     assert P.load_partial(store, 0, chips[3], storage_options=so).record["reason"] == "all_cloud"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_remove_partials_of_a_complete_store(where, tmp_path, request):
+    """A completed run deletes ``_partials/`` (every time step) and nothing else of the store."""
+    if where == "s3":
+        bucket, so, _ = request.getfixturevalue("s3_bucket")
+        store = f"{bucket}/out.zarr"
+    else:
+        so, store = None, str(tmp_path / "out.zarr")
+    P.commit_partial(store, 0, "r0000c0000", sr=_sr(0), storage_options=so)
+    P.commit_partial(store, 3, "r0001c0000", status="skipped", reason="nodata", storage_options=so)
+    from lssr_ray.fileio import atomic_put, filesystem
+
+    atomic_put(f"{store}/.zattrs", b"{}", so)  # a store file next to the partials: must survive
+    assert P.partials_present(store, storage_options=so)
+    assert P.remove_partials(store, storage_options=so) is True
+    assert not P.partials_present(store, storage_options=so)
+    assert P.done_chip_ids(store, 0, storage_options=so) == set() == P.done_chip_ids(store, 3, storage_options=so)
+    fs, path = filesystem(f"{store}/.zattrs", so)
+    assert fs.cat_file(path) == b"{}"
+    assert P.remove_partials(store, storage_options=so) is False  # nothing left: no error

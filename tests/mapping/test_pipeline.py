@@ -32,7 +32,8 @@ def run(tmp_path_factory):
     # (naive seam statistic 1.01 vs 0.95 blended, measured 2026-12-01).
     # the bundled Flanders classifier applies to Alabama only when chosen explicitly (issue 14)
     cfg = MapConfig(aoi=aoi, out=str(tmp / "al4.zarr"), dates="clearest", base=str(LEGACY_BASE),
-                    checkpoint=str(LEGACY_CHECKPOINT), classifier=str(CROP_CLASSIFIER_DIR))
+                    checkpoint=str(LEGACY_CHECKPOINT), classifier=str(CROP_CLASSIFIER_DIR),
+                    keep_partials=True)  # the tests compare chunks with them
     commits = []
     try:
         summary = run_map(cfg, progress=False, on_commit=commits.append)

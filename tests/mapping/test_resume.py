@@ -61,7 +61,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, ray_session):
     assert os.path.exists(os.path.join(killed, "_lock.json"))  # the dead run's lock is still there
     assert zarr.open_group(killed, mode="r")["valid"][:].max() == 0  # killed before any chunk write
 
-    cfg = MapConfig(aoi=aoi, out=killed, dates="clearest", batch_size=1, quicklook=False, classifier="none")
+    cfg = MapConfig(aoi=aoi, out=killed, dates="clearest", batch_size=1, quicklook=False, classifier="none",
+                    keep_partials=True)
     resumed = run_map(cfg, progress=False)  # same settings -> same run id -> takes the lock over
     assert resumed.resumed == len(before) and resumed.computed == 4 - len(before)
     for f, data in before.items():  # committed chips were not recomputed

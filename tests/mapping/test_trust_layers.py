@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("trust")
     aoi = write_box_aoi(tmp / "al4.geojson", ALABAMA_BOX)
-    common = {"aoi": aoi, "dates": "clearest", "engine": "bicubic", "classifier": "none"}
+    common = {"aoi": aoi, "dates": "clearest", "engine": "bicubic", "classifier": "none", "keep_partials": True}
     with_u = MapConfig(**common, out=str(tmp / "with.zarr"), uncertainty=True)
     without = MapConfig(**common, out=str(tmp / "without.zarr"))
     try:

@@ -1,0 +1,130 @@
+"""Overviews and the time-series copy of a store, checked against numpy references, GDAL and xarray."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import zarr
+from rasterio.transform import from_origin
+
+from lssr_ray.mapping import store as S
+from lssr_ray.mapping import views as V
+
+CRS = "EPSG:32616"
+TRANSFORM = from_origin(399960.0, 3700020.0, 10.0, 10.0)
+CHUNK = 36
+SHAPE = (2 * CHUNK, 3 * CHUNK - 5)  # an odd width: the last overview column averages one child
+TIMES = ["2015-05-06", "2015-06-07"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A two-date store, every chunk written, some NaN pixels, and a crop_type layer."""
+    url = str(tmp_path / "s.zarr")
+    S.create_store(url, crs=CRS, transform=tuple(TRANSFORM)[:6], shape=SHAPE, chunk=CHUNK, times=TIMES,
+                   time_coords={"sensor": ["L30", "S30"], "granules": ["a", "b"]})
+    lay = S.read_layout(url)
+    rng = np.random.default_rng(0)
+    full = rng.uniform(-0.005, 1.2, (2, 6, *SHAPE)).astype(np.float32)
+    full[0, :, 3:9, 4:10] = np.nan  # a cloud: invalid on date 0
+    for ti in range(2):
+        for r0 in range(0, SHAPE[0], CHUNK):
+            for c0 in range(0, SHAPE[1], CHUNK):
+                S.write_chunk(url, full[ti, :, r0:r0 + CHUNK, c0:c0 + CHUNK], row_off=r0, col_off=c0,
+                              time_index=ti, layout=lay)
+    crop = rng.choice(np.array([0, 1100, 1200], np.uint16), SHAPE)
+    root_attrs = dict(zarr.open_group(url, mode="r", zarr_format=2).attrs)  # xarray's append drops them
+    tmpl = xr.Dataset({"crop_type": (("y", "x"), crop)})
+    tmpl.to_zarr(url, mode="a", zarr_format=2, consolidated=False,
+                 encoding={"crop_type": {"_FillValue": 0, "chunks": (CHUNK, CHUNK), "grid_mapping": "spatial_ref"}})
+    zarr.open_group(url, mode="r+", zarr_format=2).attrs.update(root_attrs)
+    S.finalize_store(url)
+    return url, S.open_store(url)
+
+
+def test_overview_factors():
+    assert V.overview_factors((336, 336)) == [2]
+    assert V.overview_factors((200, 100)) == []
+    assert V.overview_factors((5000, 1000)) == [2, 4, 8, 16, 32]
+
+
+def test_mode_ignores_nan_and_picks_the_majority():
+    a = np.array([[[1.0, 2.0], [2.0, np.nan]], [[np.nan, np.nan], [np.nan, 7.0]]])  # (2, 2, 2)
+    out = V._mode(a, axis=(1, 2))  # two windows of 2 x 2
+    assert out.tolist() == [2.0, 7.0]
+    assert np.isnan(V._mode(np.full((1, 2, 2), np.nan), axis=(1, 2))[0])
+
+
+def test_overviews_resample_and_open_in_gdal(store):
+    url, ds = store
+    attrs = V.build_overviews(url, min_px=30)  # 103 px wide: levels 2 and 4
+    layout = attrs["multiscales"]["layout"]
+    assert [e["asset"] for e in layout] == ["overviews/2", "overviews/4"]
+    assert layout[1]["derived_from"] == "overviews/2" and layout[1]["transform"]["scale"] == [2.0, 2.0]
+    S.finalize_store(url, attrs=attrs)
+
+    refl = ds.reflectance.values
+    want = np.full((2, 6, SHAPE[0] // 2, (SHAPE[1] + 1) // 2), np.nan, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks: NaN expected
+        for i in range(want.shape[2]):
+            for j in range(want.shape[3]):
+                want[:, :, i, j] = np.nanmean(refl[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2], axis=(2, 3))
+    o2 = S.open_store(url, group="overviews/2")
+    assert o2.reflectance.dtype == np.float32 and o2.sizes["x"] == (SHAPE[1] + 1) // 2
+    np.testing.assert_allclose(o2.reflectance.values, want, atol=0.6e-4, equal_nan=True)
+    assert np.array_equal(o2.valid.values, np.isfinite(want).all(1).astype(np.uint8))
+    assert list(o2.sensor.values) == ["L30", "S30"]
+    ct, ct2 = ds.crop_type.values, o2.crop_type.values
+    assert ct2.dtype == np.uint16
+    for i in range(ct2.shape[0]):  # mode of the classified children, ties: first in row-major order
+        for j in range(ct2.shape[1]):
+            block = [int(v) for v in ct[2 * i:2 * i + 2, 2 * j:2 * j + 2].ravel() if v > 0]
+            assert ct2[i, j] == (max(block, key=block.count) if block else 0), (i, j, block)
+    for f in (2, 4):
+        for name in ("reflectance", "valid", "crop_type"):
+            with rasterio.open(S.gdal_path(url, f"overviews/{f}/{name}")) as src:
+                assert src.crs.to_epsg() == 32616
+                assert tuple(src.transform)[:6] == pytest.approx(
+                    (10.0 * f, 0, TRANSFORM.c, 0, -10.0 * f, TRANSFORM.f))
+                if name == "crop_type":
+                    assert src.nodata == 0
+    with rasterio.open(S.gdal_path(url, "overviews/2/reflectance")) as src:
+        band = src.read(1, masked=True)
+        np.testing.assert_allclose(np.where(band.mask, np.nan, band.data * src.scales[0]), want[0, 0],
+                                   atol=0.6e-4, equal_nan=True)
+    assert S.open_store(url).attrs["multiscales"]["layout"][0]["proj:shape"] == [SHAPE[0] // 2, (SHAPE[1] + 1) // 2]
+
+
+def test_timeseries_copy_equals_the_store(store):
+    url, ds = store
+    ts_url = V.write_timeseries_copy(url, edge=32)
+    assert ts_url.endswith("s_ts.zarr")
+    ts = S.open_store(ts_url)
+    assert ts.reflectance.encoding["chunks"] == (2, 6, 32, 32) and ts.valid.encoding["chunks"] == (2, 32, 32)
+    assert ts.reflectance.dtype == np.float32 and ts.crop_type.dtype == np.uint16
+    for name in ("reflectance", "valid", "crop_type"):
+        np.testing.assert_array_equal(ts[name].values, ds[name].values)
+    assert ts.rio.crs == ds.rio.crs and ts.rio.transform() == ds.rio.transform()
+    assert list(ts.granules.values) == ["a", "b"] and ts.attrs["timeseries_copy_of"] == "s.zarr"
+    with rasterio.open(S.gdal_path(ts_url)) as src:
+        assert src.crs.to_epsg() == 32616 and src.count == 12 and src.nodata == -9999
+
+
+def test_timeseries_copy_never_replaces_foreign_files(store, tmp_path):
+    from lssr_ray.errors import StoreError
+
+    url, _ = store
+    foreign = tmp_path / "s_ts.zarr"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="refusing to write"):
+        V.write_timeseries_copy(url)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    (foreign / "notes.txt").unlink()
+    V.write_timeseries_copy(url)  # empty now: written, and a second copy replaces the first (ours)
+    assert V.write_timeseries_copy(url) == str(foreign)
