@@ -133,6 +133,8 @@ class ScopeCheck:
     """``YYYY-MM`` of the season the store's features use."""
     warnings: list[str] = field(default_factory=list)
     """Problems accepted because the classifier was chosen explicitly, and dates left out."""
+    notes: int = 0
+    """How many of the last :attr:`warnings` are notes (dates left out), not scope problems."""
 
 
 def read_scope(folder: str | Path) -> ClassifierScope | None:
@@ -224,7 +226,7 @@ def check_scope(scope: ClassifierScope | None, *, name: str, bbox: tuple[float, 
         )
     warnings = [f"classifier applied outside its scope because it was chosen explicitly: {p} ({scope.describe()})"
                 for p in problems]
-    return ScopeCheck(start, warnings + notes)
+    return ScopeCheck(start, warnings + notes, notes=len(notes))
 
 
 def check_classifier_applies(clf: Any, name: str, ds: Any, *, n_months: int, explicit: bool) -> ScopeCheck:

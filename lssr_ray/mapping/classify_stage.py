@@ -118,9 +118,10 @@ def resolve_classifier(option: str | None, *, grid: Any = None,
         folder = str(option)
     if grid is not None and times is not None and len(times):
         bbox = grid_bbox_wgs84(grid.crs, grid.output_transform, tuple(grid.output_shape))
-        for w in check_scope(read_scope(folder), name=portable_ref(folder), bbox=bbox, times=times,
-                             n_months=int(FEATURE_SETTINGS["n_months"]), explicit=option is not None).warnings:
-            log.warning("%s", w)
+        scope = check_scope(read_scope(folder), name=portable_ref(folder), bbox=bbox, times=times,
+                            n_months=int(FEATURE_SETTINGS["n_months"]), explicit=option is not None)
+        for i, w in enumerate(scope.warnings):  # dates left out are noted quietly here; the stage records them
+            (log.debug if i >= len(scope.warnings) - scope.notes else log.warning)("%s", w)
     return folder, None
 
 

@@ -92,6 +92,7 @@ def test_own_store_is_recognised_by_its_marker_and_replaced_only_with_overwrite(
     from lssr_ray.errors import StoreError
     from lssr_ray.mapping.output_target import (
         OURS,
+        STORE_FORMAT_VERSION,
         STORE_MARKER,
         is_project_store_attrs,
         output_state,
@@ -102,7 +103,7 @@ def test_own_store_is_recognised_by_its_marker_and_replaced_only_with_overwrite(
     kw = {"crs": "EPSG:32631", "transform": (10, 0, 500000, 0, -10, 5600000), "shape": (8, 8), "chunk": 8,
           "times": ["2018-07-01"]}
     create_store(url, **kw)
-    assert open_store(url).attrs[STORE_MARKER] == 1 and output_state(url) == OURS
+    assert open_store(url).attrs[STORE_MARKER] == STORE_FORMAT_VERSION and output_state(url) == OURS
     with pytest.raises(StoreError, match="already exists"):
         create_store(url, **kw)
     create_store(url, **kw, overwrite=True)  # our own store: replaced
