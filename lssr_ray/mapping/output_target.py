@@ -119,12 +119,76 @@ def output_state(url: str, *, storage_options: Mapping[str, Any] | None = None) 
     )
 
 
+SHARED_CHECK_TIMEOUT_S = 120.0
+"""How long the shared-``--out`` check waits for every other node's answer."""
+
+
+def unseen_by(token: str, answers: Mapping[str, str | None]) -> list[str]:
+    """The nodes of ``answers`` (node id -> what it read from the marker, None if nothing) that
+    did not read ``token``."""
+    return sorted(node for node, got in answers.items() if got != token)
+
+
+def refuse_unshared_out(url: str, token: str, answers: Mapping[str, str | None]) -> None:
+    """:class:`StoreError` unless every other node read the driver's marker under ``url``."""
+    blind = unseen_by(token, answers)
+    if blind:
+        raise StoreError(
+            f"--out {url} is a local path that {len(blind)} of the cluster's other {len(answers)} node(s) cannot see "
+            f"(e.g. node {blind[0][:12]}); on a multi-node cluster give s3://... or a path on storage every node mounts")
+
+
+def _read_marker(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def check_out_shared(url: str) -> dict[str, str | None]:
+    """On a multi-node Ray, prove that a local ``--out`` (an existing folder) is one storage for
+    every node: the driver writes a marker into it and a task pinned to each other alive node
+    reads it back; :class:`StoreError` (:func:`refuse_unshared_out`) if any node misses it.
+    ``s3://`` and single-node clusters pass unchecked. Returns the answers (node id -> text read).
+
+    Nodes added later by the autoscaler are not checked: give shared storage on autoscaling clusters.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if is_remote(url):
+        return {}
+    here = ray.get_runtime_context().get_node_id()
+    others = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
+    if not others:
+        return {}
+    token = uuid.uuid4().hex
+    marker = Path(url).resolve() / f"_shared_check_{token}"
+    marker.write_text(token)
+    try:
+        read = ray.remote(num_cpus=0, max_retries=0)(_read_marker)
+        refs = {node: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+            str(marker)) for node in others}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=SHARED_CHECK_TIMEOUT_S)
+        done = set(ready)
+        answers = {node: ray.get(ref) if ref in done else None for node, ref in refs.items()}
+    finally:
+        marker.unlink(missing_ok=True)
+    refuse_unshared_out(url, token, answers)
+    return answers
+
+
 __all__ = [
     "ABSENT",
     "EMPTY",
     "OURS",
     "STORE_FORMAT_VERSION",
     "STORE_MARKER",
+    "check_out_shared",
     "is_project_store_attrs",
     "output_state",
+    "refuse_unshared_out",
+    "unseen_by",
 ]

@@ -103,6 +103,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     from lssr_ray.mapping.classify_stage import resolve_classifier
     from lssr_ray.mapping.finalize import finalize_run, finished_summary
     from lssr_ray.mapping.lock import StoreLock
+    from lssr_ray.mapping.output_target import check_out_shared
     from lssr_ray.mapping.preflight import preflight
     from lssr_ray.mapping.ray_env import init_ray
     from lssr_ray.mapping.stage_blend import blend_and_write
@@ -131,6 +132,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
         if retry:
             log.info("retrying %d chip-date(s) skipped for transient read errors", retry)
         init_ray(cfg)
+        check_out_shared(plan.store)  # multi-node: a local --out every node sees, or refused before any work
         ray.data.DataContext.get_current().enable_progress_bars = False
         infer = infer_and_commit(plan, done, lock=lock, storage_options=so, progress=progress, on_commit=on_commit)
         if infer.skipped.get("transient_read"):

@@ -6,6 +6,10 @@ session tokens, Earthdata tokens and credential-named options of ``LSSR_STORAGE_
 left out. Workers get credentials from their own node (the environment a local Ray started here
 inherits, ``EARTHDATA_TOKEN_FILE``, ``~/.netrc``, an instance role) or from a credential provider
 they set up themselves (:func:`lssr_ray.credentials.configure_archive_access`).
+
+Workers' output reaches the driver (``log_to_driver``), so their errors show in ``ray job logs``;
+it carries no secret because none travels to the workers by ``runtime_env`` and the store
+attributes and records are scrubbed (:func:`lssr_ray.mapping.provenance.scrub_secrets`).
 """
 
 from __future__ import annotations
@@ -91,13 +95,13 @@ def init_ray(cfg: MapConfig) -> bool:
     address = cfg.ray_address or ("auto" if os.environ.get("RAY_ADDRESS") else None)
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=True)
     else:
         from lssr_ray.ray_local import start_local_ray
 
         # a reaper takes this local Ray (agents included) down with the driver, even after SIGKILL;
         # its workers inherit this process's environment, credentials included, without runtime_env
-        start_local_ray(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True)
         _LOCAL_RAY.update(job=ray.get_runtime_context().get_job_id(), env=forwarded_env(), secrets=_secrets_digest())
     return True
 

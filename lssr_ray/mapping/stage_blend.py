@@ -19,6 +19,7 @@ import numpy as np
 
 from lssr_ray.mapping.lock import StoreLock
 from lssr_ray.mapping.plan import MapPlan
+from lssr_ray.mapping.resources import ClusterResources, blend_pool
 from lssr_ray.mapping.udfs import BlendAndWrite
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,12 @@ def blend_and_write(plan: MapPlan, *, lock: StoreLock, storage_options: dict[str
     t2 = time.perf_counter()
     chips, cfg = plan.stage.plan, plan.cfg
     chunks = [{"row": c.row, "col": c.col, "ti": ti} for ti in range(len(plan.times)) for c in chips.chips]
-    n_blend = max(1, min(8, int(ray.cluster_resources().get("CPU", 1)), len(chunks) // 16))
-    ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4 * n_blend)))
+    pool = blend_pool(cfg, ClusterResources.from_ray(), len(chunks))
+    ds = ray.data.from_items(chunks, override_num_blocks=max(1, min(len(chunks), 4 * pool.max_size)))
     ds = ds.map_batches(BlendAndWrite, fn_constructor_args=(plan.store,),
                         fn_constructor_kwargs={"core": chips.chunk_size, "halo": cfg.grid.overlap // 2 * chips.grid.scale,
                                                "storage_options": storage_options},
-                        batch_size=8, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_blend),
-                        num_cpus=cfg.read_cpus, runtime_env=runtime_env())
+                        batch_size=8, batch_format="numpy", runtime_env=runtime_env(), **pool.map_batches_args())
     written = 0
     with progress_bar(len(chunks), "stage 2 chunks", progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -1,8 +1,8 @@
 """Stage 1 of a mapping run, **infer and commit**: per (chip, date), streamed through Ray Data::
 
     from_items(block items) -> map_batches(ReadChips, actors, read_cpus)      # one read per block
-                            -> map_batches(LSSRPredictor, actors, actor_cpus[, 1 GPU each])
-                            -> map_batches(CommitPartials, 1 actor)           # atomic partials
+                            -> map_batches(LSSRPredictor, actors, actor_cpus[, 1 GPU each: resources.py])
+                            -> map_batches(CommitPartials, actors)            # atomic partials
                             -> driver iter_batches (ids, status and timings only: no pixels)
 
 Bounded memory: the driver holds work-item ids and per-item records (a few hundred bytes each),
@@ -28,6 +28,7 @@ from lssr_ray.config import MapConfig
 from lssr_ray.errors import ConfigError
 from lssr_ray.mapping.lock import StoreLock
 from lssr_ray.mapping.plan import MapPlan, committed, plan_map, work_items
+from lssr_ray.mapping.resources import ClusterResources, infer_pools
 from lssr_ray.mapping.udfs import CommitPartials, LSSRPredictor, ReadChips
 
 log = logging.getLogger(__name__)
@@ -82,20 +83,19 @@ def _stage1_dataset(plan: MapPlan, items: list[dict[str, Any]], pkw: dict[str, A
     from lssr_ray.mapping.ray_env import runtime_env
 
     cfg, env = plan.cfg, runtime_env()
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    pools = infer_pools(plan.engine, cfg, ClusterResources.from_ray(), len(items))
+    log.info("stage 1 actor pools: %s", ", ".join(f"{k} {p.min_size}-{p.max_size} x ({p.num_cpus} CPU, {p.num_gpus} GPU)"
+                                                  for k, p in pools.items()))
     # about one item per block keeps results streaming out per read block; capped for huge regions
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4096))
     ds = ds.map_batches(ReadChips, fn_constructor_kwargs={"plan": plan.stage.plan, "granules": plan.stage.granules,
                                                           "aux": plan.stage.aux},
-                        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.read_actors),
-                        num_cpus=cfg.read_cpus, runtime_env=env)
+                        batch_size=1, batch_format="numpy", runtime_env=env, **pools["read"].map_batches_args())
     ds = ds.map_batches(LSSRPredictor, fn_constructor_kwargs=pkw, batch_size=cfg.batch_size,
-                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.num_actors or max(1, gpus)),
-                        num_cpus=cfg.actor_cpus, num_gpus=1 if gpus else 0, runtime_env=env)
+                        batch_format="numpy", runtime_env=env, **pools["infer"].map_batches_args())
     return ds.map_batches(CommitPartials, fn_constructor_args=(plan.store,),
                           fn_constructor_kwargs={"storage_options": storage_options}, batch_size=cfg.batch_size,
-                          batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-                          num_cpus=min(0.25, cfg.read_cpus), runtime_env=env)
+                          batch_format="numpy", runtime_env=env, **pools["commit"].map_batches_args())
 
 
 def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]], *, lock: StoreLock,
