@@ -84,6 +84,7 @@ def finish_store(plan: MapPlan, storage_options: dict[str, Any]) -> None:
     ``cfg.keep_partials``), last, so a run stopped before this point is still resumable."""
     from lssr_ray.config import portable_ref
     from lssr_ray.mapping.partials import remove_partials
+    from lssr_ray.mapping.plan import retryable
     from lssr_ray.mapping.store import finalize_store
     from lssr_ray.mapping.views import build_overviews, write_timeseries_copy
 
@@ -91,7 +92,11 @@ def finish_store(plan: MapPlan, storage_options: dict[str, Any]) -> None:
     if plan.cfg.timeseries_copy:
         attrs["timeseries_copy"] = portable_ref(write_timeseries_copy(plan.store, storage_options=storage_options))
     finalize_store(plan.store, attrs=attrs, storage_options=storage_options)
-    if not plan.cfg.keep_partials and remove_partials(plan.store, storage_options=storage_options):
+    pending = sum(len(ids) for ids in retryable(plan, storage_options).values())
+    if pending:  # --resume must still find these chips' partials to read them again
+        log.warning("kept %s/_partials: %d chip-date(s) were skipped for transient read errors; "
+                    "rerun with --resume to retry them", plan.store, pending)
+    elif not plan.cfg.keep_partials and remove_partials(plan.store, storage_options=storage_options):
         log.info("removed %s/_partials (the run is complete; --keep-partials keeps them)", plan.store)
 
 

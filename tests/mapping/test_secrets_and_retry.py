@@ -30,7 +30,7 @@ PLANTED = [*SECRETS.values(), STORAGE_SECRET]
 
 def _flanders(tmp_path: Path) -> MapConfig:
     return MapConfig(aoi=FLANDERS, out=str(tmp_path / "fl.zarr"), start="2018-07-01", end="2018-07-23",
-                     dates="all", engine="bicubic")
+                     dates="all", engine="bicubic", keep_partials=True)  # the resume test re-commits one
 
 
 def test_forwarded_env_keeps_settings_and_drops_secrets():

@@ -128,3 +128,23 @@ def test_timeseries_copy_never_replaces_foreign_files(store, tmp_path):
     (foreign / "notes.txt").unlink()
     V.write_timeseries_copy(url)  # empty now: written, and a second copy replaces the first (ours)
     assert V.write_timeseries_copy(url) == str(foreign)
+
+
+@pytest.mark.parametrize(("reason", "kept"), [("transient_read", True), ("all_cloud", False)])
+def test_complete_run_keeps_partials_only_while_a_transient_skip_waits_for_resume(tmp_path, reason, kept):
+    """A finished run removes ``_partials/`` unless a chip was skipped for a transient read error:
+    then ``--resume`` still needs them to find and retry that chip."""
+    from types import SimpleNamespace
+
+    from lssr_ray.mapping.finalize import finish_store
+    from lssr_ray.mapping.partials import commit_partial, partials_present
+    from lssr_ray.mapping.store import create_store
+
+    url = str(tmp_path / "done.zarr")
+    create_store(url, crs="EPSG:32631", transform=(10, 0, 500000, 0, -10, 5600000), shape=(8, 8), chunk=8,
+                 times=["2018-07-01"])
+    commit_partial(url, 0, "r0000c0000", status="skipped", reason=reason, detail="test")
+    plan = SimpleNamespace(store=url, times=["2018-07-01"],
+                           cfg=SimpleNamespace(timeseries_copy=False, keep_partials=False))
+    finish_store(plan, {})
+    assert partials_present(url) is kept
