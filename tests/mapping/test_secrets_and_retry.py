@@ -98,15 +98,14 @@ def runs(tmp_path_factory):
         for k, v in {**SECRETS, "LSSR_STORAGE_OPTIONS": STORAGE_OPTIONS, "LSSR_TEST_MARKER": MARKER}.items():
             mp.setenv(k, v)
         # a Ray not started by the job: every actor gets the forwarded env as its runtime_env
-        port = free_port()
-        ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=True)
+        ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=True)
         cfg = _flanders(tmp)
         cid = "r0000c0000"
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             first = run_map(cfg, progress=False)
             commit_partial(cfg.out, 0, cid, status="skipped", reason="transient_read", detail="HTTP 503 after retries")
             second = run_map(cfg, progress=False)
-        api = f"http://127.0.0.1:{port}"  # this Ray's dashboard: other Ray instances may run on the host
+        api = f"http://{ctx.dashboard_url}"  # this Ray's own dashboard: other Ray instances may run on the host
         state = repr(list_actors(address=api, detail=True, limit=10000)) + repr(list_jobs(address=api, detail=True))
         session = Path(ray._private.worker._global_node.get_session_dir_path())
         yield {"first": first, "second": second, "state": state, "log": log, "out": out, "session": session,
