@@ -68,7 +68,16 @@ def _local_ray_running() -> bool:
     """True while the Ray this process is connected to is the local one :func:`init_ray` started."""
     import ray
 
-    return bool(_LOCAL_RAY) and ray.is_initialized() and ray.get_runtime_context().get_job_id() == _LOCAL_RAY["job"]
+    return bool(_LOCAL_RAY) and ray.is_initialized() and _ray_identity() == _LOCAL_RAY["job"]
+
+
+def _ray_identity() -> tuple[str, str]:
+    """(node id, job id) of this driver: job ids restart at 1 in every new Ray, the node id is
+    random per raylet, so a later Ray started by someone else is never taken for ours."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return ctx.get_node_id(), ctx.get_job_id()
 
 
 def runtime_env() -> dict[str, Any]:
@@ -102,7 +111,7 @@ def init_ray(cfg: MapConfig) -> bool:
         # a reaper takes this local Ray (agents included) down with the driver, even after SIGKILL;
         # its workers inherit this process's environment, credentials included, without runtime_env
         start_local_ray(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True)
-        _LOCAL_RAY.update(job=ray.get_runtime_context().get_job_id(), env=forwarded_env(), secrets=_secrets_digest())
+        _LOCAL_RAY.update(job=_ray_identity(), env=forwarded_env(), secrets=_secrets_digest())
     return True
 
 
