@@ -1,5 +1,8 @@
 """Per-class area statistics (hectares) and a legend map PNG from a crop_type array.
 
+The area table is computed from per-class pixel counts (:func:`area_table`), so a stage that
+classifies a region chunk by chunk sums the chunks' counts and never holds the whole map.
+
 ``crop_type`` is (H, W) uint16 WorldCereal codes with 0 = nodata (no valid input), on a grid
 whose affine ``transform`` is in metres (UTM), so one pixel covers |det(transform)| m².
 """
@@ -7,6 +10,7 @@ whose affine ``transform`` is in metres (UTM), so one pixel covers |det(transfor
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,8 @@ import numpy as np
 from lssr_ray.classify.labels import NODATA_CODE, CropTypeTable, load_croptype_table
 from lssr_ray.errors import ConfigError
 
-__all__ = ["area_statistics", "plot_crop_map", "write_area_csv"]
+__all__ = ["area_statistics", "area_table", "class_counts", "plot_crop_map", "write_area_csv",
+           "write_area_csv_from_counts"]
 
 
 def _pixel_area_m2(transform: Any, crs: Any | None) -> float:
@@ -31,39 +36,49 @@ def _pixel_area_m2(transform: Any, crs: Any | None) -> float:
     return float(area)
 
 
-def area_statistics(
-    crop_type: np.ndarray, transform: Any, *, table: CropTypeTable | None = None, crs: Any | None = None
+def class_counts(crop_type: np.ndarray) -> dict[int, int]:
+    """Pixels per code of a (H, W) crop_type array (nodata 0 included), ascending code."""
+    ct = np.asarray(crop_type)
+    if ct.ndim != 2:
+        raise ConfigError(f"crop_type must be 2-D (H, W), got {ct.shape}")
+    return {int(c): int(n) for c, n in zip(*np.unique(ct, return_counts=True))}
+
+
+def area_table(
+    counts: Mapping[int, int], transform: Any, *, table: CropTypeTable | None = None, crs: Any | None = None
 ) -> list[dict[str, Any]]:
-    """Rows ``{code, name, pixels, area_ha, fraction}`` per class present, ascending code.
+    """Rows ``{code, name, pixels, area_ha, fraction}`` per class with pixels, ascending code,
+    from ``counts`` ``{code: pixels}`` (e.g. summed over chunks) on a grid of ``transform``.
 
     ``fraction`` is the share of classified (non-nodata) pixels. A final row with code 0
     (``name`` "nodata") counts unclassified pixels; its fraction is of all pixels.
     """
-    ct = np.asarray(crop_type)
-    if ct.ndim != 2:
-        raise ConfigError(f"crop_type must be 2-D (H, W), got {ct.shape}")
     table = table or load_croptype_table()
     px_ha = _pixel_area_m2(transform, crs) / 1e4
-    codes, counts = np.unique(ct, return_counts=True)
-    n_valid = int(counts[codes != NODATA_CODE].sum())
-    rows = []
-    for c, n in zip(codes, counts):
-        if c == NODATA_CODE:
-            continue
-        rows.append({"code": int(c), "name": table.name(int(c)), "pixels": int(n),
-                     "area_ha": float(n * px_ha), "fraction": float(n / n_valid)})
-    n_nd = int(counts[codes == NODATA_CODE].sum())
+    counts = {int(c): int(n) for c, n in counts.items() if n}
+    n_valid = sum(n for c, n in counts.items() if c != NODATA_CODE)
+    rows = [{"code": c, "name": table.name(c), "pixels": n, "area_ha": float(n * px_ha), "fraction": float(n / n_valid)}
+            for c, n in sorted(counts.items()) if c != NODATA_CODE]
+    n_nd = counts.get(NODATA_CODE, 0)
     rows.append({"code": NODATA_CODE, "name": "nodata", "pixels": n_nd, "area_ha": float(n_nd * px_ha),
-                 "fraction": float(n_nd / ct.size)})
+                 "fraction": float(n_nd / sum(counts.values()))})
     return rows
 
 
-def write_area_csv(
-    path: str | Path, crop_type: np.ndarray, transform: Any, *, table: CropTypeTable | None = None,
+def area_statistics(
+    crop_type: np.ndarray, transform: Any, *, table: CropTypeTable | None = None, crs: Any | None = None
+) -> list[dict[str, Any]]:
+    """:func:`area_table` of a whole (H, W) crop_type array."""
+    return area_table(class_counts(crop_type), transform, table=table, crs=crs)
+
+
+def write_area_csv_from_counts(
+    path: str | Path, counts: Mapping[int, int], transform: Any, *, table: CropTypeTable | None = None,
     crs: Any | None = None,
 ) -> Path:
-    """Write :func:`area_statistics` as CSV (columns code,name,pixels,area_ha,fraction)."""
-    rows = area_statistics(crop_type, transform, table=table, crs=crs)
+    """Write :func:`area_table` of ``counts`` ``{code: pixels}`` as CSV (columns
+    code,name,pixels,area_ha,fraction): what a stage that never holds the whole map writes."""
+    rows = area_table(counts, transform, table=table, crs=crs)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w", newline="", encoding="utf-8") as f:
@@ -72,6 +87,14 @@ def write_area_csv(
         for r in rows:
             w.writerow({**r, "area_ha": f"{r['area_ha']:.4f}", "fraction": f"{r['fraction']:.6f}"})
     return p
+
+
+def write_area_csv(
+    path: str | Path, crop_type: np.ndarray, transform: Any, *, table: CropTypeTable | None = None,
+    crs: Any | None = None,
+) -> Path:
+    """:func:`write_area_csv_from_counts` of a whole (H, W) crop_type array."""
+    return write_area_csv_from_counts(path, class_counts(crop_type), transform, table=table, crs=crs)
 
 
 def plot_crop_map(

@@ -12,8 +12,13 @@ predicts WorldCereal crop-type codes, and the result is written into the same Za
 
 with one chunk-aligned region write per chunk, then the metadata is consolidated again.
 Next to the store (``<store without .zarr>_croptype/``): ``crop_area_ha.csv`` (per-class
-pixels and hectares, :func:`lssr_ray.classify.maps.write_area_csv`) and ``crop_type.png``
-(map with legend). GDAL opens the layer as ``ZARR:"<store>":/crop_type``.
+pixels and hectares, :func:`lssr_ray.classify.maps.write_area_csv_from_counts`) and
+``crop_type.png`` (map with legend). GDAL opens the layer as ``ZARR:"<store>":/crop_type``.
+
+The chunks are classified by a Ray Data stage (:mod:`lssr_ray.mapping.stage_classify`); the
+driver keeps no array the size of the map (a state's map is gigabytes): the area table is reduced
+from the chunks' per-class counts and the PNG drawn from a decimated overview of at most
+:data:`~lssr_ray.mapping.stage_classify.MAP_MAX_PX` pixels on its long side.
 
 Season: the classifier's ``meta["features"]`` records ``n_months`` and ``quantiles``; its
 ``meta["scope"]`` records the region, season and classes it was trained on
@@ -36,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lssr_ray.classify.scope import (
     check_classifier_applies,
     check_scope,
@@ -47,9 +50,15 @@ from lssr_ray.classify.scope import (
 from lssr_ray.classify.scope import (
     season_start as season_start_for,  # the one season rule, kept under this name
 )
-from lssr_ray.config import CROP_CLASSIFIER_DIR, portable_ref
-from lssr_ray.errors import ConfigError, MissingDataError
+from lssr_ray.config import CROP_CLASSIFIER_DIR, MapConfig, portable_ref
+from lssr_ray.errors import MissingDataError
 from lssr_ray.fileio import filesystem, settings_for, zarr_store
+from lssr_ray.mapping.stage_classify import (
+    CROP_TYPE_VAR,
+    MAP_MAX_PX,
+    check_feature_names,
+    store_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +72,6 @@ __all__ = [
     "store_features",
 ]
 
-CROP_TYPE_VAR = "crop_type"
-"""Name of the uint16 crop-type layer (y, x) in the store."""
 FEATURE_SETTINGS: dict[str, Any] = {"n_months": 12, "quantiles": [0.1, 0.5, 0.9]}
 """Default season-feature settings (a model's ``meta["features"]`` overrides them)."""
 
@@ -125,31 +132,6 @@ def resolve_classifier(option: str | None, *, grid: Any = None,
     return folder, None
 
 
-def store_features(
-    ds: Any,
-    *,
-    rows: slice = slice(None),
-    cols: slice = slice(None),
-    season_start: str,
-    n_months: int = 12,
-    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Season features of a window of an opened store (:func:`lssr_ray.mapping.store.open_store`).
-
-    Reads ``reflectance`` (T, 6, h, w) and ``valid`` (T, h, w) of pixel rows/cols ``rows``,
-    ``cols``, sets reflectance to NaN where ``valid == 0`` and returns ``(features (F, h, w)
-    float32, names, any_valid (h, w) bool)``.
-    """
-    from lssr_ray.classify.features import season_features
-
-    refl = np.asarray(ds["reflectance"].isel(y=rows, x=cols).values, np.float32)
-    valid = np.asarray(ds["valid"].isel(y=rows, x=cols).values).astype(bool)
-    refl[~np.broadcast_to(valid[:, None], refl.shape)] = np.nan
-    feats, names = season_features(refl, ds["time"].values, season_start=season_start, n_months=n_months,
-                                   quantiles=tuple(quantiles))
-    return feats, names, valid.any(axis=0)
-
-
 def _put(local: Path, url: str, storage_options: Mapping[str, Any] | None) -> None:
     fs, path = filesystem(url, storage_options)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -163,6 +145,8 @@ def classify_store(
     out: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     explicit: bool = True,
+    cfg: MapConfig | None = None,
+    map_px: int = MAP_MAX_PX,
 ) -> ClassifyResult:
     """Write ``crop_type`` into the finished store ``url`` and the area CSV + map PNG.
 
@@ -174,6 +158,11 @@ def classify_store(
         explicit: the user chose ``classifier`` (``--classifier``): outside its recorded region
             or season it is applied with a warning recorded in the store (``crop_type_warnings``);
             ``False`` (the bundled default): a :class:`ConfigError` before any pixel.
+        cfg: the mapping run's settings (Ray address, ``actor_cpus`` of the stage's actors);
+            None: the defaults. Without a running Ray a local one is started
+            (:func:`~lssr_ray.mapping.ray_env.init_ray`) and shut down at the end.
+        map_px: the map PNG is drawn from crop_type decimated to at most this many pixels on
+            its long side (every n-th pixel, so classes stay classes).
 
     Pixels with no valid observation on any date stay 0 (nodata). Raises
     :class:`~lssr_ray.errors.ConfigError` if the classifier expects other features.
@@ -181,17 +170,22 @@ def classify_store(
     with warnings.catch_warnings():
         # _partials/ and _lock.json are ours, not Zarr nodes; zarr warns and skips them
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
-        return _classify(url, classifier, out, dict(storage_options or {}), explicit)
+        return _classify(url, classifier, out, dict(storage_options or {}), explicit,
+                         cfg or MapConfig(aoi="unused: classify_store maps no AOI"), map_px)
 
 
 def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, Any],
-              explicit: bool) -> ClassifyResult:
+              explicit: bool, cfg: MapConfig, map_px: int) -> ClassifyResult:
     import dask.array as da
+    import ray
     import xarray as xr
+    from affine import Affine
 
-    from lssr_ray.classify.maps import plot_crop_map, write_area_csv
+    from lssr_ray.classify.maps import plot_crop_map, write_area_csv_from_counts
     from lssr_ray.classify.model import CropClassifier
-    from lssr_ray.mapping.store import finalize_store, open_store, read_layout, region_write
+    from lssr_ray.mapping.ray_env import init_ray
+    from lssr_ray.mapping.stage_classify import classify_chunks
+    from lssr_ray.mapping.store import finalize_store, open_store, read_layout
 
     clf = CropClassifier.load(classifier)
     fset = {**FEATURE_SETTINGS, **clf.meta.get("features", {})}
@@ -203,6 +197,10 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
     for w in scope.warnings:
         log.warning("%s", w)
     (h, w), c = lay.shape, lay.chunk
+    # feature names depend on the season settings and the time axis only: one pixel checks them
+    # before anything is written (the workers check every chunk again)
+    check_feature_names(store_features(ds, rows=slice(0, 1), cols=slice(0, 1), season_start=season,
+                                       n_months=n_months, quantiles=quantiles)[1], clf, classifier)
     attrs = {
         "long_name": f"crop type ({clf.meta.get('scope', {}).get('classes', {}).get('scheme', 'WorldCereal crop type')}"
                      " code), 0 = no valid input", "units": "1",
@@ -224,37 +222,28 @@ def _classify(url: str, classifier: str | Path, out: str | None, so: dict[str, A
         zarr.open_group(zarr_store(url, so), mode="r+", zarr_format=2).attrs.update(root_attrs)
     else:  # a rerun (resume) may use another classifier: its class table replaces the old one
         zarr.open_group(zarr_store(url, so), mode="r+", zarr_format=2)[CROP_TYPE_VAR].attrs.update(attrs)
-    full = np.zeros((h, w), np.uint16)
-    for r0 in range(0, h, c):
-        for c0 in range(0, w, c):
-            rs, cs = slice(r0, min(r0 + c, h)), slice(c0, min(c0 + c, w))
-            ct = np.zeros((rs.stop - r0, cs.stop - c0), np.uint16)
-            if int(ds["valid"].isel(y=rs, x=cs).max()) > 0:
-                feats, names, any_valid = store_features(ds, rows=rs, cols=cs, season_start=season,
-                                                         n_months=n_months, quantiles=quantiles)
-                if names != clf.feature_names:
-                    raise ConfigError(
-                        f"classifier {classifier} expects {len(clf.feature_names)} features "
-                        f"({clf.feature_names[:3]}...), the store gives {len(names)} ({names[:3]}...); "
-                        "retrain it on store features with jobs/train_classifier.py --store"
-                    )
-                ct = clf.predict_map(feats, valid=any_valid)
-            full[rs, cs] = ct
-            region_write(xr.Dataset({CROP_TYPE_VAR: (("y", "x"), ct)}), str(url),
-                          {"y": rs, "x": cs}, so)
+    started = init_ray(cfg)
+    try:
+        totals = classify_chunks(str(url), clf, str(classifier), season_start=season, n_months=n_months,
+                                 quantiles=quantiles, cfg=cfg, storage_options=so, max_px=map_px)
+    finally:
+        if started:
+            ray.shutdown()
     transform, crs = ds.rio.transform(), ds.rio.crs
-    classes = {clf.table.name(int(k)): int(n) for k, n in zip(*np.unique(full, return_counts=True)) if k}
+    classes = {clf.table.name(k): n for k, n in totals.counts.items() if k}
     finalize_store(url, attrs={"crop_type_classifier": portable_ref(classifier), "crop_type_season_start": season,
                                "crop_type_classes": classes, "crop_type_warnings": scope.warnings},
                    storage_options=so)
     out = out or str(url).rstrip("/").removesuffix(".zarr") + "_croptype"
     csv_url, png_url = f"{out.rstrip('/')}/crop_area_ha.csv", f"{out.rstrip('/')}/crop_type.png"
     with tempfile.TemporaryDirectory() as tmp:
-        csv_p = write_area_csv(Path(tmp) / "crop_area_ha.csv", full, transform, table=clf.table, crs=crs)
-        png_p = plot_crop_map(Path(tmp) / "crop_type.png", full, table=clf.table, transform=transform,
+        csv_p = write_area_csv_from_counts(Path(tmp) / "crop_area_ha.csv", totals.counts, transform,
+                                           table=clf.table, crs=crs)
+        png_p = plot_crop_map(Path(tmp) / "crop_type.png", totals.overview, table=clf.table,
+                              transform=transform * Affine.scale(totals.step),
                               title=f"crop type, season {season} + {n_months} months")
         _put(csv_p, csv_url, so)
         _put(png_p, png_url, so)
     return ClassifyResult(store=str(url), classifier=str(classifier), season_start=season, area_csv=csv_url,
-                          png=png_url, classified_px=int((full > 0).sum()), classes=classes,
+                          png=png_url, classified_px=sum(n for k, n in totals.counts.items() if k), classes=classes,
                           warnings=scope.warnings)

@@ -73,7 +73,7 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
         finalize_store(plan.store, attrs={"crop_type_note": clf_note}, storage_options=storage_options)
     else:  # stage 3: classify the finished store into crop_type (+ area CSV and map PNG)
         crop = classify_store(plan.store, clf_dir, storage_options=storage_options,
-                              explicit=cfg.classifier is not None)
+                              explicit=cfg.classifier is not None, cfg=cfg)
     finish_store(plan, storage_options)
     return FinalizeResult(quicklooks=quicklooks, modalities=modalities, modality_warnings=missing, crop_type=crop)
 

@@ -143,5 +143,11 @@ def blend_pool(cfg: MapConfig, cluster: ClusterResources, n_chunks: int) -> Pool
                     num_cpus=cfg.read_cpus)
 
 
+def classify_pool(cfg: MapConfig, cluster: ClusterResources, n_chunks: int) -> PoolSpec:
+    """The crop_type stage's pool: one actor per 16 chunks, each with ``cfg.actor_cpus`` (season
+    features and LightGBM are CPU-bound), up to the whole cluster (it runs alone, after stage 2)."""
+    return PoolSpec(*_between(1, min(n_chunks // 16, int(cluster.cpus // cfg.actor_cpus))), num_cpus=cfg.actor_cpus)
+
+
 __all__ = ["ACTOR_GPUS_ENV", "MAX_GPU_ACTORS_ENV", "ClusterResources", "PoolSpec", "actor_gpus", "blend_pool",
-           "infer_pools"]
+           "classify_pool", "infer_pools"]

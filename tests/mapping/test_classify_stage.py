@@ -119,3 +119,101 @@ def test_classifier_option():
     assert resolve_classifier(None) == (str(CROP_CLASSIFIER_DIR), None)
     with pytest.raises(MissingDataError, match="no model.txt"):
         resolve_classifier("/nonexistent/clf")
+
+
+def _chunk_loop_reference(url: str, season: str) -> np.ndarray:
+    """The crop_type the stage's old driver loop wrote: chunk by chunk, in this process, no Ray."""
+    from lssr_ray.classify.model import CropClassifier
+    from lssr_ray.mapping.classify_stage import store_features
+    from lssr_ray.mapping.store import open_store, read_layout
+
+    clf = CropClassifier.load(CROP_CLASSIFIER_DIR)
+    ds, lay = open_store(url), read_layout(url)
+    (h, w), c = lay.shape, lay.chunk
+    full = np.zeros((h, w), np.uint16)
+    for r0 in range(0, h, c):
+        for c0 in range(0, w, c):
+            rs, cs = slice(r0, min(r0 + c, h)), slice(c0, min(c0 + c, w))
+            if int(ds["valid"].isel(y=rs, x=cs).max()) > 0:
+                feats, _, any_valid = store_features(ds, rows=rs, cols=cs, season_start=season)
+                full[rs, cs] = clf.predict_map(feats, valid=any_valid)
+    return full
+
+
+def test_ray_stage_writes_what_the_driver_loop_wrote(run, tmp_path):
+    """crop_type, the class counts, the area CSV and the PNG of the Ray Data stage equal those of
+    the whole-map driver loop it replaced (computed here from the store in-process)."""
+    import matplotlib.image as mpimg
+
+    from lssr_ray.classify.maps import plot_crop_map, write_area_csv
+    from lssr_ray.classify.model import CropClassifier
+    from lssr_ray.mapping.store import open_store
+
+    cfg, summary = run
+    res = summary.crop_type
+    full = _chunk_loop_reference(cfg.out, res.season_start)
+    ds = open_store(cfg.out)
+    np.testing.assert_array_equal(ds["crop_type"].values, full)
+    table = CropClassifier.load(CROP_CLASSIFIER_DIR).table
+    want = {table.name(int(k)): int(n) for k, n in zip(*np.unique(full, return_counts=True)) if k}
+    assert ds.attrs["crop_type_classes"] == res.classes == want and len(want) >= 2
+    assert res.classified_px == int((full > 0).sum())
+    ref_csv = write_area_csv(tmp_path / "ref.csv", full, ds.rio.transform(), table=table, crs=ds.rio.crs)
+    with open(res.area_csv, "rb") as got:
+        assert got.read() == ref_csv.read_bytes()
+    # 336 px < MAP_MAX_PX: the overview is the whole map, so the PNG is the one drawn from it
+    ref_png = plot_crop_map(tmp_path / "ref.png", full, table=table, transform=ds.rio.transform(),
+                            title=f"crop type, season {res.season_start} + 12 months")
+    np.testing.assert_array_equal(mpimg.imread(res.png), mpimg.imread(ref_png))
+
+
+def test_map_overview_is_every_nth_pixel_of_the_store_lattice(run, tmp_path):
+    """With a small overview limit the driver gets every 5th pixel (global lattice: the second
+    168 px chunk starts 2 px into its own tiles) and the totals of the whole map."""
+    import matplotlib.image as mpimg
+
+    from lssr_ray.classify.model import CropClassifier
+    from lssr_ray.mapping.classify_stage import classify_store
+    from lssr_ray.mapping.stage_classify import classify_chunks, overview_step
+    from lssr_ray.mapping.store import open_store
+
+    cfg, summary = run
+    ct = open_store(cfg.out)["crop_type"].values
+    assert overview_step(ct.shape, 70) == 5 and overview_step(ct.shape, 336) == 1
+    clf = CropClassifier.load(CROP_CLASSIFIER_DIR)
+    totals = classify_chunks(cfg.out, clf, str(CROP_CLASSIFIER_DIR), season_start=summary.crop_type.season_start,
+                             n_months=12, quantiles=(0.1, 0.5, 0.9), cfg=cfg, storage_options={}, max_px=70)
+    assert totals.step == 5 and totals.overview.shape == (68, 68)
+    np.testing.assert_array_equal(totals.overview, ct[::5, ::5])
+    assert totals.counts == {int(k): int(n) for k, n in zip(*np.unique(ct, return_counts=True))}
+    res = classify_store(cfg.out, CROP_CLASSIFIER_DIR, out=str(tmp_path / "small"), cfg=cfg, map_px=70)
+    with open(res.area_csv, "rb") as a, open(summary.crop_type.area_csv, "rb") as b:
+        assert a.read() == b.read()  # the table never depends on the overview
+    img = mpimg.imread(res.png)
+    assert img.ndim == 3 and min(img.shape[:2]) > 200
+    np.testing.assert_array_equal(open_store(cfg.out)["crop_type"].values, ct)  # a rerun writes the same
+
+
+def test_feature_mismatch_is_a_config_error_from_driver_and_worker(run, tmp_path):
+    """A classifier trained on other season features: classify_store refuses it before writing
+    anything; the same check in a Ray worker reaches the caller as the same ConfigError."""
+    from lssr_ray.classify.model import CropClassifier
+    from lssr_ray.errors import ConfigError
+    from lssr_ray.mapping.classify_stage import classify_store
+    from lssr_ray.mapping.stage_classify import classify_chunks
+    from lssr_ray.mapping.store import open_store
+
+    cfg, summary = run
+    rng = np.random.default_rng(0)
+    names = [f"f{i}" for i in range(5)]
+    other = CropClassifier.fit(rng.random((60, 5), dtype=np.float32), np.repeat([1200, 9120], 30),
+                               feature_names=names, num_boost_round=3).save(tmp_path / "other")
+    before = open_store(cfg.out)["crop_type"].values.copy()
+    with pytest.raises(ConfigError, match="expects 5 features .*retrain it on store features"):
+        classify_store(cfg.out, other, out=str(tmp_path / "o"), cfg=cfg)
+    with pytest.raises(ConfigError, match="expects 5 features .*retrain it on store features"):
+        classify_chunks(cfg.out, CropClassifier.load(other), str(other), season_start=summary.crop_type.season_start,
+                        n_months=12, quantiles=(0.1, 0.5, 0.9), cfg=cfg, storage_options={})
+    ds = open_store(cfg.out)
+    np.testing.assert_array_equal(ds["crop_type"].values, before)
+    assert json.loads(ds["crop_type"].attrs["class_table"]) == json.loads((CROP_CLASSIFIER_DIR / "classes.json").read_text())
