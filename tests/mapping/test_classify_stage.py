@@ -217,3 +217,16 @@ def test_feature_mismatch_is_a_config_error_from_driver_and_worker(run, tmp_path
     ds = open_store(cfg.out)
     np.testing.assert_array_equal(ds["crop_type"].values, before)
     assert json.loads(ds["crop_type"].attrs["class_table"]) == json.loads((CROP_CLASSIFIER_DIR / "classes.json").read_text())
+
+
+def test_classify_pool_grows_with_chunks_up_to_the_cluster_cpus():
+    from lssr_ray.mapping.resources import ClusterResources, classify_pool
+
+    cfg, two = MapConfig(aoi="unused.geojson"), MapConfig(aoi="unused.geojson", actor_cpus=2.0)
+    big = ClusterResources(cpus=64, gpus=4)
+    assert classify_pool(cfg, big, 4) == classify_pool(cfg, big, 0)  # one actor for a demo store
+    assert (classify_pool(cfg, big, 4).min_size, classify_pool(cfg, big, 4).max_size) == (1, 1)
+    assert classify_pool(cfg, big, 320).max_size == 20  # one actor per 16 chunks
+    state = classify_pool(cfg, big, 51_000)  # Iowa: ~51k chunks of 168 px
+    assert (state.max_size, state.num_cpus, state.num_gpus) == (64, 1.0, 0.0)  # LightGBM runs on CPUs
+    assert classify_pool(two, big, 51_000).max_size == 32
