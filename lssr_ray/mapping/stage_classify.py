@@ -31,8 +31,10 @@ from lssr_ray.mapping.resources import ClusterResources, classify_pool
 
 CROP_TYPE_VAR = "crop_type"
 """Name of the uint16 crop-type layer (y, x) in the store."""
-MAP_MAX_PX = 2048
-"""Long side, in pixels, of the overview the map PNG is drawn from (the driver's only raster)."""
+MAP_MAX_PX = 1024
+"""Long side, in pixels, of the overview the map PNG is drawn from (the driver's only raster):
+1024 px keeps the figure's drawing near 135 MB (2048 px took 437 MB), more detail than the ~840 px
+wide figure shows."""
 
 
 def store_features(
