@@ -1,7 +1,7 @@
 """An Iowa-size dry run of the mapping job: real AOI, real MGRS tiles, synthetic pixels, bicubic.
 
     .venv/bin/python bench/iowa_dry_run.py                       # 1k chips run, all chips planned
-    .venv/bin/python bench/iowa_dry_run.py --run-chips 1000 10000 --dates 2
+    .venv/bin/python bench/iowa_dry_run.py --run-chips 1000 10000 --dates 2 --block 4   # 16 chips per read
 
 What it builds (under ``--work``, default ``/tmp/lssr-iowa-dry-run``):
 
