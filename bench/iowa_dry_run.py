@@ -1,7 +1,7 @@
 """An Iowa-size dry run of the mapping job: real AOI, real MGRS tiles, synthetic pixels, bicubic.
 
     .venv/bin/python bench/iowa_dry_run.py                       # 1k chips run, all chips planned
-    .venv/bin/python bench/iowa_dry_run.py --run-chips 1000 10000 --dates 2
+    .venv/bin/python bench/iowa_dry_run.py --run-chips 1000 10000 --dates 2 --block 4   # 16 chips per read
 
 What it builds (under ``--work``, default ``/tmp/lssr-iowa-dry-run``):
 
@@ -269,16 +269,20 @@ def run_block(plan: Any, n: int, store: str) -> dict[str, Any]:
     }
 
 
-def _cfg(catalog: Path, aoi: Path, out: str) -> Any:
+def _cfg(catalog: Path, aoi: Path, out: str, block: int | None = None) -> Any:
     from lssr_ray.config import MapConfig
 
+    extra = {} if block is None else {"block": block}
     return MapConfig(aoi=str(aoi), catalog=str(catalog), out=out, engine="bicubic", quicklook=False,
-                     yes=True, resume=True, read_actors=1, read_cpus=0.5, num_actors=1, actor_cpus=0.5)
+                     yes=True, resume=True, read_actors=1, read_cpus=0.5, num_actors=1, actor_cpus=0.5, **extra)
 
 
 def dry_run(work: Path, *, run_chips: list[int], dates: int = 1, aoi: Path = IOWA,
-            tiles: list[str] | None = None, log=print) -> dict[str, Any]:
-    """The whole dry run; returns the ``iowa_dry_run`` results section."""
+            tiles: list[str] | None = None, block: int | None = None, log=print,
+            on_run: Any = None) -> dict[str, Any]:
+    """The whole dry run; returns the ``iowa_dry_run`` results section. ``on_run(section)`` gets
+    the section after planning and after each finished run size (saved as it goes, so a long run
+    stopped early keeps the sizes it finished)."""
     import ray
 
     from lssr_ray.data.aoi import read_aoi
@@ -290,28 +294,35 @@ def dry_run(work: Path, *, run_chips: list[int], dates: int = 1, aoi: Path = IOW
     catalog = make_catalog(work / "catalog", tiles, dates=dates)
     cat_s = time.perf_counter() - t
     log(f"catalog: {len(tiles)} tiles x {dates} date(s), VRT granules ({cat_s:.1f} s) -> {catalog}")
-    cfg = _cfg(catalog, aoi, str(work / "store.zarr"))
+    cfg = _cfg(catalog, aoi, str(work / "store.zarr"), block)
     plan, planned = plan_all(cfg)
     planned["store_create_s"] = round(create(plan, str(work / "all.zarr")), 3)
     planned["driver_rss_mb_after_store"] = round(_rss_mb(), 1)
     planned["driver_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     log(f"planned {planned['chips']:,} chips x {len(plan.times)} date(s) on a {planned['output_shape']} grid "
         f"in {planned['plan_s']:.1f} s; store in {planned['store_create_s']:.2f} s")
-    runs = []
+    runs: list[dict[str, Any]] = []
+
+    def section() -> dict[str, Any]:
+        return {"aoi": str(Path(aoi).relative_to(REPO)) if Path(aoi).is_relative_to(REPO) else str(aoi),
+                "tiles": tiles, "dates": dates, "engine": "bicubic", "block": cfg.block,
+                "batch_size": cfg.batch_size, "catalog_s": round(cat_s, 2), "planned": planned, "runs": list(runs),
+                "goals": GOALS, "granules": "GDAL VRTs tiling the bundled "
+                f"Landsat-8 granule {SOURCE.name} on each tile's 30 m grid (local files)",
+                "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
     started = init_ray(cfg)
     try:
         for n in run_chips:
+            if on_run is not None:
+                on_run(section())
             runs.append(run_block(plan, min(n, planned["chips"]), str(work / f"run{n}.zarr")))
             log(row(runs[-1]))
     finally:
         if started:
             ray.shutdown()
-    return {"aoi": str(Path(aoi).relative_to(REPO)) if Path(aoi).is_relative_to(REPO) else str(aoi),
-            "tiles": tiles, "dates": dates, "engine": "bicubic", "catalog_s": round(cat_s, 2),
-            "planned": planned, "runs": runs, "goals": GOALS, "granules": "GDAL VRTs tiling the bundled "
-            f"Landsat-8 granule {SOURCE.name} on each tile's 30 m grid (local files)",
-            "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    return section()
 
 
 HEADER = (f"{'chips':>7} {'chip-dates':>10} {'store s':>8} {'st1 s':>7} {'st2 s':>7} {'drv ms/chip':>11} "
@@ -364,25 +375,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-chips", type=int, nargs="*", default=[1000], help="chip counts to run stages 1 + 2 on")
     ap.add_argument("--dates", type=int, default=1, help=f"dates per tile (1..{len(DATES)})")
     ap.add_argument("--tiles", nargs="*", help="MGRS tiles (default: every tile meeting the AOI)")
+    ap.add_argument("--block", type=int, help="chips per read block edge (default: the mapping job's)")
     ap.add_argument("--results", type=Path, default=HERE / "results.json", help="merge the section into this JSON")
     ap.add_argument("--markdown", action="store_true", help="print the section of --results as Markdown and exit")
     a = ap.parse_args(argv)
     if a.markdown:
         print(markdown(json.loads(a.results.read_text())["iowa_dry_run"]))
         return 0
+    t = time.perf_counter()
+    command = "bench/iowa_dry_run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def save(sec: dict[str, Any], *, finished: bool = False) -> None:
+        res = json.loads(a.results.read_text()) if a.results.is_file() else {}
+        res["iowa_dry_run"] = {**sec, "command": command, "finished": finished}
+        res.setdefault("runs", {})["iowa_dry_run"] = {"date_utc": sec["date_utc"], "quick": False,
+                                                      "seconds": round(time.perf_counter() - t, 1),
+                                                      "loadavg_1_5_15": sec["loadavg_1_5_15"]}
+        a.results.write_text(json.dumps(res, indent=1) + "\n")
+
     try:
-        t = time.perf_counter()
-        sec = dry_run(a.work, run_chips=a.run_chips, dates=a.dates, tiles=a.tiles)
-        sec["command"] = "bench/iowa_dry_run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        sec = dry_run(a.work, run_chips=a.run_chips, dates=a.dates, tiles=a.tiles, block=a.block, on_run=save)
     except LssrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table(sec))
-    res = json.loads(a.results.read_text()) if a.results.is_file() else {}
-    res["iowa_dry_run"] = sec
-    res.setdefault("runs", {})["iowa_dry_run"] = {"date_utc": sec["date_utc"], "seconds": round(time.perf_counter() - t, 1),
-                                                  "quick": False, "loadavg_1_5_15": sec["loadavg_1_5_15"]}
-    a.results.write_text(json.dumps(res, indent=1) + "\n")
+    save(sec, finished=True)
     print(f"wrote section iowa_dry_run of {a.results}")
     return 0
 

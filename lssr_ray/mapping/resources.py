@@ -137,6 +137,15 @@ def infer_pools(engine: str, cfg: MapConfig, cluster: ClusterResources, n_items:
             "commit": PoolSpec(*commit, num_cpus=min(COMMIT_CPUS, cfg.read_cpus))}
 
 
+def stage1_batch_rows(cfg: MapConfig) -> int:
+    """Rows per call of the LSSR and commit stages: the chips of one read block (one read item
+    makes one block of ``block`` x ``block`` rows), rounded up to whole model batches. Each read block then
+    goes through each stage as one task and one call, so the driver handles one block and three
+    tasks per read block rather than per model batch; the engines cut a call into model batches."""
+    per_block = cfg.block * cfg.block
+    return -(-per_block // cfg.batch_size) * cfg.batch_size
+
+
 def blend_pool(cfg: MapConfig, cluster: ClusterResources, n_chunks: int) -> PoolSpec:
     """The stage-2 pool (blend and write): one actor per 16 chunks, up to three quarters of the CPUs."""
     return PoolSpec(*_between(1, min(n_chunks // 16, int(cluster.cpus * 0.75 // cfg.read_cpus))),
@@ -150,4 +159,4 @@ def classify_pool(cfg: MapConfig, cluster: ClusterResources, n_chunks: int) -> P
 
 
 __all__ = ["ACTOR_GPUS_ENV", "MAX_GPU_ACTORS_ENV", "ClusterResources", "PoolSpec", "actor_gpus", "blend_pool",
-           "classify_pool", "infer_pools"]
+           "classify_pool", "infer_pools", "stage1_batch_rows"]

@@ -28,7 +28,7 @@ from lssr_ray.config import MapConfig
 from lssr_ray.errors import ConfigError
 from lssr_ray.mapping.lock import StoreLock
 from lssr_ray.mapping.plan import MapPlan, committed, plan_map, work_items
-from lssr_ray.mapping.resources import ClusterResources, infer_pools
+from lssr_ray.mapping.resources import ClusterResources, infer_pools, stage1_batch_rows
 from lssr_ray.mapping.udfs import CommitPartials, LSSRPredictor, ReadChips
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,10 @@ def _stage1_dataset(plan: MapPlan, items: list[dict[str, Any]], pkw: dict[str, A
                     storage_options: dict[str, Any]) -> Any:
     import ray
 
-    from lssr_ray.mapping.ray_env import runtime_env
+    from lssr_ray.mapping.ray_env import configure_data_context, runtime_env
 
-    cfg, env = plan.cfg, runtime_env()
+    configure_data_context()
+    cfg, env, rows = plan.cfg, runtime_env(), stage1_batch_rows(plan.cfg)
     pools = infer_pools(plan.engine, cfg, ClusterResources.from_ray(), len(items))
     log.info("stage 1 actor pools: %s", ", ".join(f"{k} {p.min_size}-{p.max_size} x ({p.num_cpus} CPU, {p.num_gpus} GPU)"
                                                   for k, p in pools.items()))
@@ -91,10 +92,10 @@ def _stage1_dataset(plan: MapPlan, items: list[dict[str, Any]], pkw: dict[str, A
     ds = ds.map_batches(ReadChips, fn_constructor_kwargs={"plan": plan.stage.plan, "granules": plan.stage.granules,
                                                           "aux": plan.stage.aux},
                         batch_size=1, batch_format="numpy", runtime_env=env, **pools["read"].map_batches_args())
-    ds = ds.map_batches(LSSRPredictor, fn_constructor_kwargs=pkw, batch_size=cfg.batch_size,
+    ds = ds.map_batches(LSSRPredictor, fn_constructor_kwargs=pkw, batch_size=rows,
                         batch_format="numpy", runtime_env=env, **pools["infer"].map_batches_args())
     return ds.map_batches(CommitPartials, fn_constructor_args=(plan.store,),
-                          fn_constructor_kwargs={"storage_options": storage_options}, batch_size=cfg.batch_size,
+                          fn_constructor_kwargs={"storage_options": storage_options}, batch_size=rows,
                           batch_format="numpy", runtime_env=env, **pools["commit"].map_batches_args())
 
 
@@ -124,8 +125,9 @@ def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]], *, lock: Store
             for batch in stream_with_watchdog(lambda: ds.iter_batches(batch_size=None, batch_format="numpy"),
                                               stall_s=plan.cfg.stall_timeout_s, idle=lock.heartbeat_if_due,
                                               describe=so_far):
-                for i in range(len(batch["chip_id"])):
-                    rec = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i] for k in batch}
+                cols = {k: v.tolist() for k, v in batch.items()}  # one conversion per column, not per value
+                for values in zip(*cols.values()):
+                    rec = dict(zip(cols, values))
                     computed += 1
                     if rec["status"] != "ok":
                         skipped[rec["reason"]] = skipped.get(rec["reason"], 0) + 1

@@ -90,14 +90,16 @@ def test_synthetic_granules_read_the_source_pixels_on_the_tile_grid(tmp_path):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("iowa-dry")
-    return work, dry.dry_run(work, run_chips=[64], tiles=["15TVG"], log=lambda *_: None)
+    saved: list[dict] = []
+    sec = dry.dry_run(work, run_chips=[64], tiles=["15TVG"], log=lambda *_: None, on_run=saved.append)
+    return work, sec, saved
 
 
 def test_small_dry_run_plans_the_tile_and_writes_the_block(small_run):
     from lssr_ray.mapping.partials import done_chip_ids, parse_chip_id
     from lssr_ray.mapping.store import open_store
 
-    work, sec = small_run
+    work, sec, _ = small_run
     p, (r,) = sec["planned"], sec["runs"]
     # one tile: the AOI is clipped to its footprint; 109.8 km / 1.68 km cores ~ 65 x 65 chips
     assert 3500 < p["chips"] < 4500 and p["granules"] == 1 and p["work_items"] >= p["chips"] / 4
@@ -129,7 +131,7 @@ def test_small_dry_run_reflectance_follows_the_synthetic_input(small_run):
     from lssr_ray.mapping.partials import done_chip_ids, parse_chip_id
     from lssr_ray.mapping.store import open_store
 
-    work, _ = small_run
+    work, _, _ = small_run
     ds = open_store(str(work / "run64.zarr"))
     c = ds.attrs["chunk_size_px"]
     row, col = parse_chip_id(sorted(done_chip_ids(str(work / "run64.zarr"), 0))[27])
@@ -148,3 +150,39 @@ def test_small_dry_run_reflectance_follows_the_synthetic_input(small_run):
     # bicubic x3 reproduces the 30 m pixels it came from, up to its overshoot at edges
     assert abs(mean3.mean() - ref[seen].mean()) < 0.005
     assert np.corrcoef(mean3, ref[seen])[0, 1] > 0.95
+
+
+def test_dry_run_saves_its_section_before_each_run_size(small_run):
+    import ray.data
+
+    _, sec, saved = small_run
+    (before,) = saved  # one run size: saved once, after planning, before the run
+    assert before["runs"] == [] and before["planned"] == sec["planned"] and len(sec["runs"]) == 1
+    assert (sec["block"], sec["batch_size"]) == (2, 4)  # the mapping job's defaults
+    # stage 1 turned Ray Data's own progress bars off (the job counts chips itself)
+    ctx = ray.data.DataContext.get_current()
+    assert not (ctx.enable_progress_bars or ctx.enable_operator_progress_bars or ctx.execution_options.verbose_progress)
+
+
+def test_larger_read_blocks_commit_the_same_partials(small_run, tmp_path_factory):
+    """--block 4 (16 chips per read, one LSSR and one commit call per block) against the default
+    block 2: the same chips committed with the same pixels, through fewer read items."""
+    from lssr_ray.mapping.partials import done_chip_ids, load_partial
+
+    work, sec, _ = small_run
+    work4 = tmp_path_factory.mktemp("iowa-dry-b4")
+    sec4 = dry.dry_run(work4, run_chips=[64], tiles=["15TVG"], block=4, log=lambda *_: None)
+    assert sec4["block"] == 4 and sec4["planned"]["work_items"] < sec["planned"]["work_items"] / 3
+    s2, s4 = str(work / "run64.zarr"), str(work4 / "run64.zarr")
+    ids = sorted(done_chip_ids(s2, 0))
+    assert len(ids) == 64 and sorted(done_chip_ids(s4, 0)) == ids
+    for cid in ids:
+        a, b = load_partial(s2, 0, cid), load_partial(s4, 0, cid)
+        assert a.record["status"] == b.record["status"] and a.record.get("window") == b.record.get("window"), cid
+        if a.sr is None:
+            assert b.sr is None, cid
+            continue
+        np.testing.assert_array_equal(a.sr, b.sr, err_msg=cid)
+        assert a.layers.keys() == b.layers.keys()
+        for k in a.layers:
+            np.testing.assert_array_equal(a.layers[k], b.layers[k], err_msg=f"{cid} {k}")

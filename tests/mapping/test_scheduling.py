@@ -12,7 +12,13 @@ import pytest
 from lssr_ray.config import REPO_ROOT, MapConfig
 from lssr_ray.errors import ConfigError, StoreError
 from lssr_ray.mapping.output_target import check_out_shared, refuse_unshared_out, unseen_by
-from lssr_ray.mapping.resources import ClusterResources, actor_gpus, blend_pool, infer_pools
+from lssr_ray.mapping.resources import (
+    ClusterResources,
+    actor_gpus,
+    blend_pool,
+    infer_pools,
+    stage1_batch_rows,
+)
 
 CFG = MapConfig(aoi=str(REPO_ROOT / "examples" / "flanders_31UDS.geojson"))
 
@@ -59,6 +65,18 @@ def test_pools_autoscale_with_cluster_size_and_work():
     compute = big["read"].map_batches_args()["compute"]
     assert (compute.min_size, compute.max_size) == (1, 64)
     assert blend_pool(CFG, cluster(64), 16 * 100).max_size == 96 and blend_pool(CFG, cluster(2), 3).max_size == 1
+
+
+@pytest.mark.parametrize(("block", "batch_size", "rows"), [
+    (2, 4, 4),    # the default: one read block is one model batch
+    (4, 4, 16),   # a larger read block goes through as one call of four model batches
+    (3, 4, 12),   # 9 chips rounded up to whole model batches
+    (1, 8, 8),    # a GPU batch larger than a block: several blocks per call
+])
+def test_stage1_calls_hold_whole_read_blocks(block, batch_size, rows):
+    cfg = MapConfig(aoi=CFG.aoi, block=block, batch_size=batch_size)
+    assert stage1_batch_rows(cfg) == rows
+    assert rows % batch_size == 0 and rows >= block * block
 
 
 def test_num_actors_pins_the_inference_pool():
