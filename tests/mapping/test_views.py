@@ -148,3 +148,77 @@ def test_complete_run_keeps_partials_only_while_a_transient_skip_waits_for_resum
                            cfg=SimpleNamespace(timeseries_copy=False, keep_partials=False))
     finish_store(plan, {})
     assert partials_present(url) is kept
+
+
+def _stored_arrays(url):
+    """Every array of a store and its groups as stored (packed ints, raw fill), by path."""
+    root = zarr.open_group(url, mode="r", zarr_format=2)
+    out = {}
+    for path, arr in root.arrays():
+        out[path] = arr[...]
+    if "overviews" in root:
+        for f in root["overviews"].group_keys():
+            for name, arr in root[f"overviews/{f}"].arrays():
+                out[f"overviews/{f}/{name}"] = arr[...]
+    return out
+
+
+@pytest.fixture
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_ray_data_stage_writes_what_the_in_process_tasks_write(store, tmp_path, ray_local):
+    """The same chunk functions as a Ray Data stage (every job forced onto Ray) and in this
+    process write byte-identical overview levels and time-series copies; a window without any
+    data is left unwritten (no chunk object) and reads back as fill."""
+    import shutil
+
+    import ray
+
+    url, _ = store
+    lay = S.read_layout(url)
+    zarr.open_array(url, path="reflectance", mode="r+", zarr_format=2)[1, :, :CHUNK, :CHUNK] = S.FILL_VALUE
+    zarr.open_array(url, path="valid", mode="r+", zarr_format=2)[1, :CHUNK, :CHUNK] = 0  # date 1, chunk (0, 0): no data
+    assert lay.chunk == CHUNK
+    on_ray = str(tmp_path / "ray" / "s.zarr")
+    shutil.copytree(url, on_ray)
+    attrs = V.build_overviews(url, min_px=60)  # level 2 only: 3 x 1 x 2 tasks per date
+    ts = V.write_timeseries_copy(url, edge=32)
+    attrs_ray = V.build_overviews(on_ray, min_px=60, in_process_max=0)
+    ts_ray = V.write_timeseries_copy(on_ray, edge=32, in_process_max=0)
+    assert ray.is_initialized()  # the running Ray was used, not replaced or stopped
+    assert attrs == attrs_ray and [e["asset"] for e in attrs["multiscales"]["layout"]] == ["overviews/2"]
+    for a, b in ((url, on_ray), (ts, ts_ray)):
+        mine, theirs = _stored_arrays(a), _stored_arrays(b)
+        assert sorted(mine) == sorted(theirs)
+        for path, arr in mine.items():
+            np.testing.assert_array_equal(arr, theirs[path], err_msg=path)
+    import os
+
+    level = os.path.join(on_ray, "overviews", "2", "reflectance")
+    assert not os.path.exists(os.path.join(level, "1.0.0.0")) and os.path.exists(os.path.join(level, "0.0.0.0"))
+    o2 = S.open_store(on_ray, group="overviews/2")
+    assert np.isnan(o2.reflectance.values[1, :, :CHUNK // 2, :CHUNK // 2]).all()
+    assert not o2.valid.values[1, :CHUNK // 2, :CHUNK // 2].any() and o2.valid.values[0].any()
+
+
+def test_chunk_tasks_without_ray_need_chunk_task_ray():
+    """A job sent to Ray outside :func:`chunk_task_ray` (which starts one when needed) is a
+    clear error, not a silent local run."""
+    import ray
+
+    from lssr_ray.errors import LssrError
+    from lssr_ray.mapping.stage_views import chunk_task_ray, run_chunk_tasks
+
+    assert not ray.is_initialized()
+    with pytest.raises(LssrError, match="chunk_task_ray"):
+        run_chunk_tasks(V.overview_chunk_tasks, 3, kwargs={}, label="t", in_process_max=0)
+    with chunk_task_ray(3, in_process_max=10):  # small jobs: no Ray started
+        assert not ray.is_initialized()
