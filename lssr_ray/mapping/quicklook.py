@@ -6,8 +6,8 @@ either shows three panels.
 
 Memory is bounded: at most ``max_px`` x ``max_px`` output pixels (a window centred on the
 grid) are read, whatever the region's size, from the store opened without dask
-(:func:`~lssr_ray.mapping.views.open_windowed`: a dask-backed open alone builds one graph key per
-chunk and variable, ~80 MiB for a 20,000 x 20,000 px store of 168 px chunks).
+(:func:`~lssr_ray.mapping.views.open_windowed`: no dask array of one key per chunk and variable
+is built for a window of a few chunks).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ longer edge is at most :data:`MIN_OVERVIEW_PX`, each level a Zarr v2 group
 ``overviews/<factor>/`` inside the store holding the same variables, encodings, ``spatial_ref``
 and x/y coordinates as the root, so GDAL opens every level with its CRS and transform
 (``ZARR:"store.zarr":/overviews/4/reflectance``) and xarray with ``open_zarr(..., group=)``.
-Each level is computed from the one before it (as GDAL builds overviews), chunk by chunk:
+Each level is computed from the one before it (as GDAL builds overviews), one task per output
+chunk and date (:func:`overview_chunk_tasks`, run by :mod:`lssr_ray.mapping.stage_views`: a Ray
+Data stage, or in this process for small stores) after the driver wrote the level's template:
 
 ============== ========================================================================
 variable       resampling
@@ -23,7 +25,8 @@ variables stay where every existing reader finds them), so the layout lists the 
 
 **Time-series copy** (``--timeseries-copy``): ``<store>_ts.zarr`` next to the store, the same
 variables and encodings rechunked to (time = all, band = all, y = :data:`TIMESERIES_CHUNK`,
-x = :data:`TIMESERIES_CHUNK`), so one pixel's series is one chunk read instead of one per date.
+x = :data:`TIMESERIES_CHUNK`), so one pixel's series is one chunk read instead of one per date;
+one task per output chunk (:func:`timeseries_chunk_tasks`) reads its window from the store.
 """
 
 from __future__ import annotations
@@ -195,7 +198,8 @@ def overview_chunk_tasks(batch: dict[str, np.ndarray], *, url: str, src: str | N
         out = {n: _halve(read_window(ds[n], **src_window), n) for n in names if "time" in ds[n].dims or ti == 0}
         out = {n: a for n, a in out.items() if _has_data(a, n)}
         if out:
-            region = {"time": slice(ti, ti + 1), "band": slice(None), "y": slice(r0, r0 + chunk), "x": slice(c0, c0 + chunk)}
+            region = {"time": slice(ti, ti + 1), "band": slice(None), "y": slice(r0, min(r0 + chunk, shape[0])),
+                      "x": slice(c0, min(c0 + chunk, shape[1]))}
             _region_write_by_dims(out, url, dst, region, storage_options)
             written[k] = 1
     return {"written": written}
@@ -211,7 +215,7 @@ def timeseries_chunk_tasks(batch: dict[str, np.ndarray], *, url: str, target: st
     written = np.zeros(len(batch["id"]), np.int64)
     for k, task in enumerate(batch["id"]):
         r0, c0 = (int(task) // nc) * edge, (int(task) % nc) * edge
-        window = {"y": slice(r0, r0 + edge), "x": slice(c0, c0 + edge)}
+        window = {"y": slice(r0, min(r0 + edge, shape[0])), "x": slice(c0, min(c0 + edge, shape[1]))}
         out = {n: a for n in names if _has_data(a := read_window(ds[n], **window), n)}
         if out:
             region = {"time": slice(None), "band": slice(None), **window}
