@@ -195,8 +195,10 @@ def overview_chunk_tasks(batch: dict[str, np.ndarray], *, url: str, src: str | N
         ti, rc = divmod(int(task), nr * nc)
         r0, c0 = (rc // nc) * chunk, (rc % nc) * chunk
         src_window = {"time": slice(ti, ti + 1), "y": slice(2 * r0, 2 * (r0 + chunk)), "x": slice(2 * c0, 2 * (c0 + chunk))}
-        out = {n: _halve(read_window(ds[n], **src_window), n) for n in names if "time" in ds[n].dims or ti == 0}
-        out = {n: a for n, a in out.items() if _has_data(a, n)}
+        windows = {n: read_window(ds[n], **src_window).drop_vars(["y", "x"], errors="ignore")
+                   for n in names if "time" in ds[n].dims or ti == 0}
+        # a window without data halves to fill: skip the reduction and the write (sparse regions)
+        out = {n: _halve(w, n) for n, w in windows.items() if _has_data(w, n)}
         if out:
             region = {"time": slice(ti, ti + 1), "band": slice(None), "y": slice(r0, min(r0 + chunk, shape[0])),
                       "x": slice(c0, min(c0 + chunk, shape[1]))}
