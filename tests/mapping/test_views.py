@@ -167,7 +167,9 @@ def _stored_arrays(url):
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    from lssr_ray.ray_local import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False)  # a reaper takes it down if the test dies
     try:
         yield
     finally:
