@@ -5,7 +5,9 @@ The trust panel is the ``uncertainty`` layer (mean over the RGB bands) when the 
 either shows three panels.
 
 Memory is bounded: at most ``max_px`` x ``max_px`` output pixels (a window centred on the
-grid) are read, whatever the region's size.
+grid) are read, whatever the region's size, from the store opened without dask
+(:func:`~lssr_ray.mapping.views.open_windowed`: no dask array of one key per chunk and variable
+is built for a window of a few chunks).
 """
 
 from __future__ import annotations
@@ -124,10 +126,11 @@ def trust_rgb(ds: Any, ti: int, ys: slice, xs: slice) -> tuple[np.ndarray | None
     import warnings
 
     from lssr_ray.mapping.trust_layers import CONSISTENCY_VAR, UNCERTAINTY_VAR
+    from lssr_ray.mapping.views import read_window
 
     for name in (UNCERTAINTY_VAR, CONSISTENCY_VAR):
         if name in ds:
-            a = np.abs(np.asarray(ds[name].isel(time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32))
+            a = np.abs(np.asarray(read_window(ds[name], time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
                 return np.nanmean(a, axis=0), ("|consistency|" if name == CONSISTENCY_VAR else name)
@@ -155,18 +158,18 @@ def write_quicklooks(
         max_px: largest output window edge read, pixels.
     """
     from lssr_ray.fileio import atomic_put, join
-    from lssr_ray.mapping.store import open_store
+    from lssr_ray.mapping.views import open_windowed, read_window
 
     labels = dict(labels or {})
     out = out or str(store).rstrip("/").removesuffix(".zarr") + "_quicklook"
     win = _window(grid, max_px)
     k = grid.scale
-    ds = open_store(store, storage_options=storage_options)
+    ds = open_windowed(store, storage_options)
     paths = []
     for ti, grans in sorted(granules_by_time.items()):
         rgb30 = input_rgb(grid, grans, win)
         ys, xs = slice(win[0] * k, (win[0] + win[2]) * k), slice(win[1] * k, (win[1] + win[3]) * k)
-        rgb10 = np.asarray(ds["reflectance"].isel(time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32)
+        rgb10 = np.asarray(read_window(ds["reflectance"], time=int(ti), band=[0, 1, 2], y=ys, x=xs).values, np.float32)
         trust, trust_name = trust_rgb(ds, int(ti), ys, xs)
         box = _data_box(rgb10, k)  # show where there is data, not a mostly empty window
         rgb30 = rgb30[:, box[0]:box[1], box[2]:box[3]]

@@ -335,13 +335,16 @@ def write_chunk(
 
 
 def region_write(
-    sub: Any, url: str, region: dict[str, slice], storage_options: Mapping[str, Any] | None
+    sub: Any, url: str, region: dict[str, slice], storage_options: Mapping[str, Any] | None,
+    group: str | None = None,
 ) -> None:
     """Write ``sub`` into the existing store at ``region`` (index slices per dimension): the one
-    way any stage (chunk blends, the crop-type map) puts values into a created store."""
+    way any stage (chunk blends, the crop-type map, overview levels: ``group``) puts values into
+    a created store."""
     sub.to_zarr(
         str(url),
         mode="r+",
+        group=group,
         region=region,
         zarr_format=2,
         consolidated=False,

@@ -148,3 +148,78 @@ def test_complete_run_keeps_partials_only_while_a_transient_skip_waits_for_resum
                            cfg=SimpleNamespace(timeseries_copy=False, keep_partials=False))
     finish_store(plan, {})
     assert partials_present(url) is kept
+
+
+def _stored_arrays(url):
+    """Every array of a store and its groups as stored (packed ints, raw fill), by path."""
+    root = zarr.open_group(url, mode="r", zarr_format=2)
+    out = {}
+    for path, arr in root.arrays():
+        out[path] = arr[...]
+    if "overviews" in root:
+        for f in root["overviews"].group_keys():
+            for name, arr in root[f"overviews/{f}"].arrays():
+                out[f"overviews/{f}/{name}"] = arr[...]
+    return out
+
+
+@pytest.fixture
+def ray_local():
+    import ray
+
+    from lssr_ray.ray_local import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False)  # a reaper takes it down if the test dies
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_ray_data_stage_writes_what_the_in_process_tasks_write(store, tmp_path, ray_local):
+    """The same chunk function as a Ray Data stage (forced onto Ray) and in this process writes
+    byte-identical overview levels; a window without any data is left unwritten (no chunk
+    object) and reads back as fill. (The time-series copy shares the runner; its chunk function
+    is checked in process by test_timeseries_copy_equals_the_store.)"""
+    import shutil
+
+    import ray
+
+    url, _ = store
+    lay = S.read_layout(url)
+    # date 1 without data under level 2's chunk (0, 0): the 2 x 2 source chunks it halves
+    zarr.open_array(url, path="reflectance", mode="r+", zarr_format=2)[1, :, :2 * CHUNK, :2 * CHUNK] = S.FILL_VALUE
+    zarr.open_array(url, path="valid", mode="r+", zarr_format=2)[1, :2 * CHUNK, :2 * CHUNK] = 0
+    assert lay.chunk == CHUNK
+    on_ray = str(tmp_path / "ray" / "s.zarr")
+    shutil.copytree(url, on_ray)
+    attrs = V.build_overviews(url, min_px=60)  # level 2 only: 1 x 2 chunks x 2 dates = 4 tasks
+    attrs_ray = V.build_overviews(on_ray, min_px=60, in_process_max=0)
+    assert ray.is_initialized()  # the running Ray was used, not replaced or stopped
+    assert attrs == attrs_ray and [e["asset"] for e in attrs["multiscales"]["layout"]] == ["overviews/2"]
+    mine, theirs = _stored_arrays(url), _stored_arrays(on_ray)
+    assert sorted(mine) == sorted(theirs) and "overviews/2/crop_type" in mine
+    for path, arr in mine.items():
+        np.testing.assert_array_equal(arr, theirs[path], err_msg=path)
+    import os
+
+    level = os.path.join(on_ray, "overviews", "2", "reflectance")
+    assert not os.path.exists(os.path.join(level, "1.0.0.0")) and os.path.exists(os.path.join(level, "0.0.0.0"))
+    o2 = S.open_store(on_ray, group="overviews/2")
+    assert np.isnan(o2.reflectance.values[1, :, :CHUNK // 2, :CHUNK // 2]).all()
+    assert not o2.valid.values[1, :CHUNK // 2, :CHUNK // 2].any() and o2.valid.values[0].any()
+
+
+def test_chunk_tasks_without_ray_need_chunk_task_ray():
+    """A job sent to Ray outside :func:`chunk_task_ray` (which starts one when needed) is a
+    clear error, not a silent local run."""
+    import ray
+
+    from lssr_ray.errors import LssrError
+    from lssr_ray.mapping.stage_views import chunk_task_ray, run_chunk_tasks
+
+    assert not ray.is_initialized()
+    with pytest.raises(LssrError, match="chunk_task_ray"):
+        run_chunk_tasks(V.overview_chunk_tasks, 3, kwargs={}, label="t", in_process_max=0)
+    with chunk_task_ray(3, in_process_max=10):  # small jobs: no Ray started
+        assert not ray.is_initialized()
