@@ -112,6 +112,7 @@ def _pump(stream: Any, log: Any, t0: float, lines: list[tuple[float, str]]) -> N
         t = round(time.perf_counter() - t0, 2)
         lines.append((t, raw.rstrip()))
         log.write(f"[{t:8.2f}] {raw}")
+        log.flush()
     stream.close()
 
 
@@ -122,6 +123,27 @@ def peak_context(trace: list[tuple[float, float]], lines: list[tuple[float, str]
     t, mb = max(trace, key=lambda s: s[1])
     before = [text for s, text in lines if s <= t and text.strip()]
     return {"t_s": t, "rss_mb": mb, "last_log_line": before[-1][:160] if before else ""}
+
+
+PHASE_ENDS = (("start", "stage 1 actor pools:"), ("stage1", "stage 1: "), ("stage2", "stage 2: "))
+"""Each phase of the job ends at the first log line starting with its marker (the job's own
+``log.info`` lines); ``finalize`` (counts, quicklooks, crop type, overviews) runs from the last
+marker to the end."""
+
+
+def phase_peaks(trace: list[tuple[float, float]], lines: list[tuple[float, str]]) -> dict[str, float]:
+    """The driver's peak RSS in each phase of :data:`PHASE_ENDS` (phases whose marker was not
+    logged are left out, and so is every phase after them)."""
+    out, start = {}, 0.0
+    for phase, marker in (*PHASE_ENDS, ("finalize", None)):
+        end = float("inf") if marker is None else next((t for t, text in lines if text.startswith(marker)), None)
+        if end is None:
+            break
+        inside = [mb for t, mb in trace if start <= t <= end]
+        if inside:
+            out[phase] = max(inside)
+        start = end
+    return out
 
 
 def run_region(region: dict[str, Any], catalog: Path, work: Path, *, classifier: str, actor_cpus: float,
@@ -160,6 +182,7 @@ def run_region(region: dict[str, Any], catalog: Path, work: Path, *, classifier:
     row["peak_rss_mb"] = {role: max(v) for role, v in mem.items()}
     row["processes"] = {role: len(v) for role, v in mem.items()}
     row["driver_peak"] = peak_context(sampler.root_trace, lines)
+    row["driver_peak_by_phase"] = phase_peaks(sampler.root_trace, lines)
     # Ray's memory monitor kills workers when the *machine* runs short (other users' processes
     # count too): such a run's peaks and times are not comparable, so it is flagged
     row["oom_kill_lines"] = sum(OOM_MARK in text for _, text in lines)
@@ -261,8 +284,9 @@ def table(sec: dict[str, Any]) -> str:
     for r in runs:
         if r.get("driver_peak"):
             p = r["driver_peak"]
+            phases = ", ".join(f"{k} {v:.0f}" for k, v in r.get("driver_peak_by_phase", {}).items())
             lines.append(f"  {r['chips']:,} chips: driver peak {p['rss_mb']:.0f} MiB at {p['t_s']:.0f} s, "
-                         f"after: {p['last_log_line'][:100]}")
+                         f"after: {p['last_log_line'][:100]}" + (f"; by phase MiB: {phases}" if phases else ""))
     return "\n".join(lines)
 
 
@@ -273,6 +297,12 @@ def markdown(sec: dict[str, Any]) -> str:
     out = ["| | " + " | ".join(sizes) + " | 4x / 1x | 16x / 1x |", "|---|" + "---|" * (len(runs) + 2),
            "| output px per date | " + " | ".join(f"{r['output_px_per_date']:,}" for r in runs) + " | | |",
            "| wall s (whole job) | " + " | ".join(f"{r['process_wall_s']:.0f}" for r in runs) + " | | |"]
+    for phase, _ in (*PHASE_ENDS, ("finalize", None)):
+        if any(phase in r.get("driver_peak_by_phase", {}) for r in runs):
+            vals = [r.get("driver_peak_by_phase", {}).get(phase) for r in runs]
+            rat = [f"{v / vals[0]:.2f}" if v and vals[0] else "" for v in vals[1:3]]
+            out.append(f"| driver peak MiB in {phase} | " + " | ".join(f"{v:.0f}" if v else "-" for v in vals)
+                       + f" | {' | '.join(rat + [''] * (2 - len(rat)))} |")
     for role in _roles(runs):
         rat = sec["ratios"]["by_role"].get(role, {})
         cells = " | ".join(f"{r['peak_rss_mb'][role]:.0f}" if role in r.get("peak_rss_mb", {}) else "-" for r in runs)

@@ -129,3 +129,12 @@ def test_small_real_benchmark_runs_the_whole_job_three_times(tmp_path):
         assert r["peak_rss_mb"]["driver"] > 100 and r["driver_peak"]["rss_mb"] == r["peak_rss_mb"]["driver"]
     assert set(sec["ratios"]["by_role"]["driver"]) == {"4x", "16x"}
     assert "| peak RSS MiB driver |" in flat.markdown(sec)
+
+
+def test_driver_peak_per_phase_follows_the_jobs_log_markers():
+    trace = [(1.0, 300.0), (3.0, 350.0), (6.0, 500.0), (8.0, 450.0), (12.0, 900.0), (14.0, 400.0)]
+    lines = [(2.0, "stage 1 actor pools: read 1-1 x (0.5 CPU)"), (7.0, "stage 1: 64 chip-date(s) committed in 5 s"),
+             (10.0, "stage 2: 64 of 64 chunk(s) written in 3 s"), (11.0, "WARNING: classifier applied ...")]
+    assert flat.phase_peaks(trace, lines) == {"start": 300.0, "stage1": 500.0, "stage2": 450.0, "finalize": 900.0}
+    # stage 2 never logged its end (a failed run): no stage2 or finalize phase
+    assert flat.phase_peaks(trace, lines[:2]) == {"start": 300.0, "stage1": 500.0}
