@@ -99,6 +99,8 @@ def test_flatness_per_role_on_given_numbers():
 def test_table_and_markdown_render_every_role_and_flag_growth():
     runs = [_run(64, {"driver": 500.0, "lssr_actor": 1000.0}), _run(256, {"driver": 700.0, "lssr_actor": 1000.0}),
             _run(1024, {"driver": 900.0, "lssr_actor": 1020.0, "classify_chunks_actor": 300.0})]
+    for r, finalize in zip(runs, (600.0, 750.0, 900.0), strict=True):
+        r["driver_peak_by_phase"] = {"stage1": 450.0, "finalize": finalize}
     sec = {"tile": "15TVG", "n": 8, "dates": 1, "classifier": "models/croptype-lgbm", "runs": runs,
            "ratios": flat.ratios(runs)}
     text = flat.table(sec)
@@ -107,6 +109,8 @@ def test_table_and_markdown_render_every_role_and_flag_growth():
     assert "| peak RSS MiB driver | 500 | 700 | 900 | **1.40** | **1.80** |" in md
     assert "| peak RSS MiB lssr_actor | 1000 | 1000 | 1020 | 1.00 | 1.02 |" in md
     assert "| peak RSS MiB classify_chunks_actor | - | - | 300 |  |  |" in md
+    assert "| driver peak MiB in finalize | 600 | 750 | 900 | 1.25 | 1.50 |" in md
+    assert "| driver peak MiB in stage1 | 450 | 450 | 450 | 1.00 | 1.00 |" in md and "in stage2" not in md
 
 
 def test_peak_context_names_the_log_line_before_the_driver_peak():
