@@ -70,7 +70,7 @@ def role_of(cmdline: str, *, is_root: bool = False) -> str:
 class TreeRssSampler:
     """Sample the RSS of ``root_pid`` and all its descendants every ``interval`` seconds.
 
-    ``peaks``: ``{pid: {"role", "cmd", "peak_rss_mb"}}``; a worker's role is re-read at every
+    ``peaks``: ``{pid: {"role", "cmd", "peak_rss_mb", "peak_private_mb"}}``; a worker's role is re-read at every
     sample because Ray renames a worker when it starts hosting an actor. ``root_trace``:
     ``[(seconds since start, root RSS MiB)]`` at every sample (when the root peaks).
     """
@@ -95,15 +95,21 @@ class TreeRssSampler:
             return
         for p in procs:
             try:
-                rss = p.memory_info().rss / 2**20
+                mi = p.memory_info()
+                rss = mi.rss / 2**20
+                # RSS minus shared pages: Ray's object store (/dev/shm) and shared libraries count
+                # in the RSS of every process that touches them; this is the process's own memory
+                private = (mi.rss - getattr(mi, "shared", 0)) / 2**20
                 cmd = " ".join(p.cmdline())[:200]
             except psutil.Error:
                 continue
-            rec = self.peaks.setdefault(p.pid, {"role": "other", "cmd": cmd, "peak_rss_mb": 0.0})
+            rec = self.peaks.setdefault(p.pid, {"role": "other", "cmd": cmd, "peak_rss_mb": 0.0,
+                                                     "peak_private_mb": 0.0})
             role = role_of(cmd, is_root=p.pid == self.root_pid)
             if role != "other" or rec["role"] == "other":
                 rec["role"], rec["cmd"] = role, cmd
             rec["peak_rss_mb"] = max(rec["peak_rss_mb"], rss)
+            rec["peak_private_mb"] = max(rec["peak_private_mb"], private)
             if p.pid == self.root_pid:
                 self.root_trace.append((round(time.perf_counter() - self._t0, 2), round(rss, 1)))
         self.samples += 1
@@ -128,11 +134,12 @@ class TreeRssSampler:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def by_role(self) -> dict[str, list[float]]:
-        """``{role: [peak RSS MiB of each process with that role, largest first]}``."""
+    def by_role(self, key: str = "peak_rss_mb") -> dict[str, list[float]]:
+        """``{role: [peak MiB of each process with that role, largest first]}``; ``key``
+        ``peak_rss_mb`` (RSS) or ``peak_private_mb`` (RSS minus shared pages)."""
         out: dict[str, list[float]] = {}
         for rec in self.peaks.values():
-            out.setdefault(rec["role"], []).append(round(rec["peak_rss_mb"], 1))
+            out.setdefault(rec["role"], []).append(round(rec[key], 1))
         return {k: sorted(v, reverse=True) for k, v in sorted(out.items())}
 
 

@@ -180,6 +180,7 @@ def run_region(region: dict[str, Any], catalog: Path, work: Path, *, classifier:
                            "process_wall_s": round(wall, 1), "exit_code": rc, "rss_samples": sampler.samples}
     mem = sampler.by_role()
     row["peak_rss_mb"] = {role: max(v) for role, v in mem.items()}
+    row["peak_private_mb"] = {role: max(v) for role, v in sampler.by_role("peak_private_mb").items()}
     row["processes"] = {role: len(v) for role, v in mem.items()}
     row["driver_peak"] = peak_context(sampler.root_trace, lines)
     row["driver_peak_by_phase"] = phase_peaks(sampler.root_trace, lines)
@@ -199,10 +200,11 @@ def run_region(region: dict[str, Any], catalog: Path, work: Path, *, classifier:
     return row
 
 
-def ratios(runs: list[dict[str, Any]], *, tolerance: float = FLAT_TOLERANCE) -> dict[str, Any]:
-    """Per role, each larger region's peak over the 1x peak, and whether all stay within
-    ``1 + tolerance`` (``flat``); roles missing from the 1x run or a larger run are listed, not rated."""
-    measured = [r for r in runs if r.get("status") == "measured"]
+def ratios(runs: list[dict[str, Any]], *, tolerance: float = FLAT_TOLERANCE, key: str = "peak_rss_mb") -> dict[str, Any]:
+    """Per role, each larger region's peak (``key``: ``peak_rss_mb`` or ``peak_private_mb``) over
+    the 1x peak, and whether all stay within ``1 + tolerance`` (``flat``); roles missing from the
+    1x run or a larger run are listed, not rated."""
+    measured = [{**r, "peak_rss_mb": r.get(key, {})} for r in runs if r.get("status") == "measured"]
     if len(measured) < 2:
         return {"by_role": {}, "flat": None, "not_flat": [], "unrated": []}
     base, rest = measured[0], measured[1:]
@@ -243,9 +245,12 @@ def memory_flat(work: Path, *, n: int = 8, dates: int = 1, tile: str = TILE, cla
     return {"tile": tile, "n": n, "dates": dates, "dates_utc": list(DATES[:dates]), "engine": "bicubic",
             "classifier": os.path.relpath(classifier, REPO) if Path(classifier).is_relative_to(REPO) else classifier,
             "actor_cpus": actor_cpus, "regions": regions, "runs": runs, "ratios": ratios(runs),
+            "ratios_private": ratios(runs, key="peak_private_mb"),
             "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-            "note": "peak RSS per process (MiB; shared pages counted in each), max over the processes of a role"}
+            "note": "peak RSS per process (MiB; shared pages counted in each), max over the processes of a role; "
+                    "peak_private_mb: RSS minus shared pages (the object store's /dev/shm pages a worker "
+                    "touched and shared libraries are not its own)"}
 
 
 def _roles(runs: list[dict[str, Any]]) -> list[str]:
@@ -280,7 +285,13 @@ def table(sec: dict[str, Any]) -> str:
         lines.append(f"{'peak MiB ' + role:<26}{cells}   " + "  ".join(f"{k} {v:.2f}" for k, v in rat.items()))
     rt = sec["ratios"]
     verdict = "n/a" if rt["flat"] is None else ("flat" if rt["flat"] else "NOT flat: " + ", ".join(rt["not_flat"]))
-    lines.append(f"within {FLAT_TOLERANCE:.0%} of 1x (driver and workers): {verdict}")
+    lines.append(f"within {FLAT_TOLERANCE:.0%} of 1x (driver and workers, RSS): {verdict}")
+    priv = sec.get("ratios_private")
+    if priv and priv["flat"] is not None:
+        lines.append(f"within {FLAT_TOLERANCE:.0%} of 1x (RSS minus shared pages): "
+                     + ("flat" if priv["flat"] else "NOT flat: " + ", ".join(priv["not_flat"]))
+                     + "; " + "; ".join(f"{role} " + " ".join(f"{k} {v:.2f}" for k, v in rat.items())
+                                        for role, rat in priv["by_role"].items() if role in priv["judged"]))
     for r in runs:
         if r.get("driver_peak"):
             p = r["driver_peak"]
@@ -309,6 +320,16 @@ def markdown(sec: dict[str, Any]) -> str:
         bold = role in sec["ratios"].get("not_flat", [])
         rs = " | ".join((f"**{rat[k]:.2f}**" if bold else f"{rat[k]:.2f}") if k in rat else "" for k in ("4x", "16x"))
         out.append(f"| peak RSS MiB {role} | {cells} | {rs} |")
+    priv = sec.get("ratios_private")
+    for role in _roles(runs) if priv else []:
+        rat = priv["by_role"].get(role, {})
+        if not rat:
+            continue
+        cells = " | ".join(f"{r['peak_private_mb'][role]:.0f}" if role in r.get("peak_private_mb", {}) else "-"
+                          for r in runs)
+        bold = role in priv.get("not_flat", [])
+        rs = " | ".join((f"**{rat[k]:.2f}**" if bold else f"{rat[k]:.2f}") if k in rat else "" for k in ("4x", "16x"))
+        out.append(f"| peak private MiB {role} | {cells} | {rs} |")
     return "\n".join(out)
 
 

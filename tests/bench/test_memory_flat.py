@@ -94,6 +94,10 @@ def test_flatness_per_role_on_given_numbers():
     runs[1]["status"] = "failed (exit 1): boom"
     assert flat.ratios(runs)["by_role"]["driver"] == {"16x": 1.1}
     assert flat.ratios(runs[:1])["flat"] is None
+    for r, own in zip(runs, (200.0, 205.0, 330.0), strict=True):  # RSS minus shared pages: judged on its own
+        r["peak_private_mb"] = {"driver": own}
+    priv = flat.ratios(runs, key="peak_private_mb")
+    assert priv["by_role"]["driver"] == {"16x": 1.65} and priv["not_flat"] == ["driver"]
 
 
 def test_table_and_markdown_render_every_role_and_flag_growth():
