@@ -48,7 +48,7 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
     from lssr_ray.mapping.store import finalize_store
 
     cfg, chips = plan.cfg, plan.stage.plan
-    counts = summarize_parallel(plan.store, len(plan.times), storage_options=storage_options)
+    counts = summarize_parallel(plan.store, len(plan.times), chips_per_date=len(chips), storage_options=storage_options)
     modalities = {plan.labels[ti]: m for ti, m in sorted(counts.pop("modalities_by_time").items())}
     missing = modality_warnings(modalities)
     for line in missing:

@@ -22,6 +22,7 @@ The manifest lives and dies with ``_partials/`` (:func:`~lssr_ray.mapping.partia
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import zlib
@@ -39,8 +40,10 @@ from lssr_ray.mapping.plan import MapPlan, date_work_items
 MAX_PARTS = 4096
 """Stage-1 manifest part files (and Ray Data blocks) a run aims at, whatever the region's size:
 about one read block per part keeps results streaming out per block."""
-SUMMARY_SHARDS = 16
-"""Tasks per date of :func:`summarize_parallel` (each reads the partials whose id hashes to it)."""
+SUMMARY_CHIPS_PER_TASK = 1000
+"""Partials one task of :func:`summarize_parallel` reads (about): a date's chips are split in
+``ceil(chips / this)`` shards by a hash of the chip id, at most :data:`SUMMARY_MAX_SHARDS`."""
+SUMMARY_MAX_SHARDS = 64
 _PUTS_IN_FLIGHT = 16  # manifest parts written concurrently (S3 PUT latency, not bandwidth, bounds it)
 
 
@@ -169,7 +172,7 @@ def chunk_source(plan: MapPlan, n_blocks: int) -> Any:
     cols = np.fromiter((c.col for c in chips), dtype=np.int32, count=len(chips))
     total = len(chips) * len(plan.times)
     edges = np.linspace(0, total, max(1, min(n_blocks, total)) + 1).astype(np.int64)
-    spans = [{"start": int(a), "stop": int(b)} for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    spans = [{"start": int(a), "stop": int(b)} for a, b in itertools.pairwise(edges.tolist()) if b > a]
     ds = ray.data.from_items(spans, override_num_blocks=max(1, len(spans)))
     return ds.map_batches(_expand_chunks, batch_size=None, batch_format="numpy",
                           fn_kwargs={"rows": rows, "cols": cols}, **_helper_args(len(spans)))
@@ -194,13 +197,15 @@ def _summarize_shards(batch: Mapping[str, np.ndarray], *, store: str, shards: in
     return {"counts": np.asarray(out, dtype=object)}
 
 
-def summarize_parallel(store_url: str, n_times: int, *, storage_options: Mapping[str, Any] | None = None,
-                       shards: int = SUMMARY_SHARDS) -> dict[str, Any]:
+def summarize_parallel(store_url: str, n_times: int, *, chips_per_date: int,
+                       storage_options: Mapping[str, Any] | None = None, shards: int | None = None) -> dict[str, Any]:
     """:func:`~lssr_ray.mapping.partials.summarize`'s result, computed by a Ray Data stage: one
-    task per (date, shard) reads the records of its shard of that date's partials; the driver
-    merges ``n_times * shards`` small count tables."""
+    task per (date, shard) lists that date's partials and reads the records of its shard
+    (``shards`` per date, default from ``chips_per_date``); the driver merges the small count tables."""
     import ray
 
+    if shards is None:
+        shards = min(SUMMARY_MAX_SHARDS, max(1, math.ceil(chips_per_date / SUMMARY_CHIPS_PER_TASK)))
     descs = [{"ti": ti, "shard": s} for ti in range(int(n_times)) for s in range(shards)]
     if not descs:
         return merge_counts([])

@@ -119,7 +119,10 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     _tell(plan, progress)
     nt = len(plan.times)
     finished = finished_summary(plan, so)  # completed, _partials/ removed: nothing left to compute
-    todo = 0 if finished else len(plan.chip_ids) * nt if cfg.overwrite else pending_chip_dates(plan, so)[0]
+    if finished is not None or cfg.overwrite:
+        todo, retry = (0 if finished is not None else len(plan.chip_ids) * nt), 0
+    else:
+        todo, retry = pending_chip_dates(plan, so)  # counted date by date, no set over the whole run
     confirm_run(todo, len(plan.chip_ids), nt, cfg, confirm)  # before anything is written
     lock = StoreLock(plan.store, plan.run_id, storage_options=so)
     lock.refuse_if_live()  # before the store is created or overwritten
@@ -127,7 +130,6 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     if finished is not None:  # (its run identity was just checked)
         return dataclasses.replace(finished, wall_s=time.perf_counter() - t0)
     with lock:
-        retry = 0 if cfg.overwrite else pending_chip_dates(plan, so)[1]
         if retry:
             log.info("retrying %d chip-date(s) skipped for transient read errors", retry)
         init_ray(cfg)

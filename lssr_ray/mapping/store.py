@@ -22,6 +22,8 @@ Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray 
       overviews/<f>/     the same variables decimated by f = 2, 4, ... (:mod:`lssr_ray.mapping.views`)
       _partials/   per-chip stage-1 predictions while a run is resumable, removed once it is
                    complete (:mod:`lssr_ray.mapping.partials`)
+      _manifest/   stage 1's work list (read blocks x dates still to compute), kept and removed
+                   with ``_partials/`` (:mod:`lssr_ray.mapping.manifest`)
       _lock.json   the run lock while a run writes (:class:`~lssr_ray.mapping.lock.StoreLock`)
 
 Opening it:

@@ -120,5 +120,7 @@ def test_ray_sources_and_parallel_summary(plan, ray_local, monkeypatch):
     serial = summarize(plan.store, len(plan.times))
     assert serial["chip_dates_ok"] == 20 and serial["skip_reasons"]["transient_read"] == 6
     assert serial["modalities_by_time"] == {0: {"chips": 20, "dem": 20, "landcover": 20, "sar": 0}}
-    assert M.summarize_parallel(plan.store, len(plan.times), shards=3) == serial
-    assert json.dumps(M.summarize_parallel(plan.store, len(plan.times)), sort_keys=True) == json.dumps(serial, sort_keys=True)
+    n = len(plan.chip_ids)
+    assert M.summarize_parallel(plan.store, len(plan.times), chips_per_date=n, shards=3) == serial
+    one = M.summarize_parallel(plan.store, len(plan.times), chips_per_date=n)  # one shard per date
+    assert json.dumps(one, sort_keys=True) == json.dumps(serial, sort_keys=True)
