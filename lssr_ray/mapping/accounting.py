@@ -7,7 +7,7 @@ chips x 17 dates. Ray Data counts *work items* (one read block x one date, up to
 reconciled the two: the loop's only way out was the end of Ray Data's iterator, so when the
 executor stopped delivering (it logged completion after 414 items) the driver waited forever.
 Now completion is counted from the committed partials against the plan
-(:func:`unaccounted`), and the driver's loop gives up after ``stall_timeout_s`` without a
+(:func:`check_accounted`, date by date), and the driver's loop gives up after ``stall_timeout_s`` without a
 commit (:func:`stream_with_watchdog`).
 """
 
@@ -17,7 +17,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lssr_ray.errors import ConfigError, IncompleteRunError
@@ -92,24 +92,26 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="chip", disable=not enabled, file=sys.stderr, mininterval=1.0)
 
 
-def unaccounted(chip_ids: Iterable[str], done: Mapping[int, set[str]], n_times: int) -> list[tuple[int, str]]:
-    """Planned ``(ti, chip_id)`` pairs without a committed partial (``done``: ti -> committed ids)."""
-    ids = sorted(chip_ids)
-    return [(ti, cid) for ti in range(n_times) for cid in ids if cid not in done.get(ti, set())]
-
-
-def check_accounted(chip_ids: Iterable[str], done: Mapping[int, set[str]], n_times: int,
-                    labels: Mapping[int, str]) -> None:
-    """:class:`IncompleteRunError` naming the missing chip-dates if any planned one is not committed."""
-    ids = list(chip_ids)
-    missing = unaccounted(ids, done, n_times)
+def check_accounted(chip_ids: Sequence[str], done: Mapping[int, set[str]] | Callable[[int], set[str]],
+                    n_times: int, labels: Mapping[int, str], *, examples: int = 5) -> None:
+    """:class:`IncompleteRunError` unless every time step holds a committed partial for each
+    planned chip. ``done`` gives a date's committed ids (``{ti: ids}`` or a function of ``ti``,
+    asked one date at a time); a date is checked by its count, and its missing chip-dates are
+    listed (at most ``examples`` named) only when the count falls short."""
+    at = done if callable(done) else (lambda ti: done.get(ti, set()))
+    missing, named = 0, []
+    for ti in range(n_times):
+        ids = at(ti)
+        if len(ids) == len(chip_ids):  # the run identity fixes the plan: no foreign ids, so the count decides
+            continue
+        gone = [c for c in chip_ids if c not in ids]
+        missing += len(gone)
+        named += [f"{c} {labels.get(ti, ti)}" for c in gone[: max(0, examples - len(named))]]
     if missing:
-        eg = ", ".join(f"{cid} {labels.get(ti, ti)}" for ti, cid in missing[:5])
         raise IncompleteRunError(
-            f"stage 1 ended with {len(missing)} of {len(ids) * n_times} planned chip-dates not committed "
-            f"(e.g. {eg}); the store is not marked completed; committed chips are kept: rerun with the "
+            f"stage 1 ended with {missing} of {len(chip_ids) * n_times} planned chip-dates not committed "
+            f"(e.g. {', '.join(named)}); the store is not marked completed; committed chips are kept: rerun with the "
             "same settings to resume")
 
 
-__all__ = ["check_accounted", "confirm_run", "estimate_run_s", "progress_bar", "stream_with_watchdog",
-           "unaccounted"]
+__all__ = ["check_accounted", "confirm_run", "estimate_run_s", "progress_bar", "stream_with_watchdog"]

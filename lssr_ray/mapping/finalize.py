@@ -44,11 +44,11 @@ def finalize_run(plan: MapPlan, *, granule_use: Mapping[str, int], classifier: t
             None, note or None).
     """
     from lssr_ray.mapping.classify_stage import classify_store
-    from lssr_ray.mapping.partials import summarize
+    from lssr_ray.mapping.manifest import summarize_parallel
     from lssr_ray.mapping.store import finalize_store
 
     cfg, chips = plan.cfg, plan.stage.plan
-    counts = summarize(plan.store, len(plan.times), storage_options=storage_options)
+    counts = summarize_parallel(plan.store, len(plan.times), chips_per_date=len(chips), storage_options=storage_options)
     modalities = {plan.labels[ti]: m for ti, m in sorted(counts.pop("modalities_by_time").items())}
     missing = modality_warnings(modalities)
     for line in missing:

@@ -34,6 +34,9 @@ from lssr_ray.fileio import atomic_put, filesystem, is_remote
 
 PARTIALS_DIR = "_partials"
 """Folder of per-chip partials inside the store."""
+MANIFEST_DIR = "_manifest"
+"""Folder of the run's work lists inside the store (:mod:`lssr_ray.mapping.manifest`): kept and
+removed with ``_partials/``."""
 SKIP_REASONS = ("all_cloud", "nodata", "corrupt_source", "missing_granule", "missing_object", "transient_read")
 """Machine-readable reasons a chip is skipped."""
 RETRY_REASONS = ("transient_read",)
@@ -222,15 +225,17 @@ def retryable_chip_ids(store_url: str, time_index: int, *,
 
 
 def remove_partials(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Delete the store's ``_partials/`` (a completed run's last step: the blended store holds
-    everything they held, and a resumed complete run needs none of them); True if there were any."""
-    url = "/".join([str(store_url).rstrip("/"), PARTIALS_DIR])
-    fs, folder = filesystem(url, storage_options)
-    fs.invalidate_cache(folder)  # s3fs caches listings: what another writer just added counts too
-    if not fs.exists(folder):
-        return False
-    fs.rm(folder, recursive=True)
-    return True
+    """Delete the store's ``_partials/`` and ``_manifest/`` (a completed run's last step: the
+    blended store holds everything they held, and a resumed complete run needs none of them);
+    True if there were any partials."""
+    removed = False
+    for name in (MANIFEST_DIR, PARTIALS_DIR):  # partials last: their presence marks a resumable run
+        fs, folder = filesystem("/".join([str(store_url).rstrip("/"), name]), storage_options)
+        fs.invalidate_cache(folder)  # s3fs caches listings: what another writer just added counts too
+        if fs.exists(folder):
+            fs.rm(folder, recursive=True)
+            removed = name == PARTIALS_DIR
+    return removed
 
 
 def partials_present(store_url: str, *, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -281,33 +286,58 @@ def load_neighbourhood_layers(
     return out
 
 
+def record_counts(store_url: str, time_index: int, chip_ids: Iterable[str], *,
+                  storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`summarize`'s counts over the partials of ``chip_ids`` at one time step (each
+    record read; a partial gone meanwhile is passed over)."""
+    counts: dict[str, int] = {"ok": 0, "skipped": 0}
+    reasons: dict[str, int] = {}
+    modalities: dict[int, dict[str, int]] = {}
+    for cid in sorted(chip_ids):
+        p = load_partial(store_url, time_index, cid, with_sr=False, storage_options=storage_options)
+        if p is None:
+            continue
+        counts[p.record["status"]] = counts.get(p.record["status"], 0) + 1
+        if p.record.get("reason"):
+            reasons[p.record["reason"]] = reasons.get(p.record["reason"], 0) + 1
+        if "modalities" in p.record:  # ok chips committed by this version
+            m = modalities.setdefault(int(time_index), {"chips": 0, **dict.fromkeys(PRESENT_KEYS, 0)})
+            m["chips"] += 1
+            for k in p.record["modalities"]:
+                m[k] += 1
+    return {"chip_dates_ok": counts["ok"], "chip_dates_skipped": counts["skipped"], "skip_reasons": reasons,
+            "modalities_by_time": modalities}
+
+
+def merge_counts(tables: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of :func:`record_counts` tables (any split of the partials: dates, shards)."""
+    out: dict[str, Any] = {"chip_dates_ok": 0, "chip_dates_skipped": 0, "skip_reasons": {}, "modalities_by_time": {}}
+    for t in tables:
+        out["chip_dates_ok"] += int(t["chip_dates_ok"])
+        out["chip_dates_skipped"] += int(t["chip_dates_skipped"])
+        for r, n in t["skip_reasons"].items():
+            out["skip_reasons"][r] = out["skip_reasons"].get(r, 0) + int(n)
+        for ti, m in t["modalities_by_time"].items():
+            acc = out["modalities_by_time"].setdefault(int(ti), dict.fromkeys(m, 0))
+            for k, n in m.items():
+                acc[k] = acc.get(k, 0) + int(n)
+    out["modalities_by_time"] = dict(sorted(out["modalities_by_time"].items()))
+    return out
+
+
 def summarize(store_url: str, n_times: int, *,
               storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Counts of ok / skipped chip-dates and skip reasons over time steps ``0 .. n_times - 1``
     (for the store's attributes): ``{"chip_dates_ok", "chip_dates_skipped", "skip_reasons",
     "modalities_by_time"}``; the last is ``{ti: {"chips": ok chips, "dem": n, "landcover": n,
-    "sar": n}}`` (chips that had each aux layer)."""
-    counts: dict[str, int] = {"ok": 0, "skipped": 0}
-    reasons: dict[str, int] = {}
-    modalities: dict[int, dict[str, int]] = {}
-    for ti in range(int(n_times)):
-        for cid in sorted(done_chip_ids(store_url, ti, storage_options=storage_options)):
-            p = load_partial(store_url, ti, cid, with_sr=False, storage_options=storage_options)
-            if p is None:
-                continue
-            counts[p.record["status"]] = counts.get(p.record["status"], 0) + 1
-            if p.record.get("reason"):
-                reasons[p.record["reason"]] = reasons.get(p.record["reason"], 0) + 1
-            if "modalities" in p.record:  # ok chips committed by this version
-                m = modalities.setdefault(ti, {"chips": 0, **dict.fromkeys(PRESENT_KEYS, 0)})
-                m["chips"] += 1
-                for k in p.record["modalities"]:
-                    m[k] += 1
-    return {"chip_dates_ok": counts["ok"], "chip_dates_skipped": counts["skipped"], "skip_reasons": reasons,
-            "modalities_by_time": modalities}
+    "sar": n}}`` (chips that had each aux layer). Reads every record in this process, one date
+    at a time; a run uses :func:`lssr_ray.mapping.manifest.summarize_parallel` (same result)."""
+    return merge_counts(record_counts(store_url, ti, done_chip_ids(store_url, ti, storage_options=storage_options),
+                                      storage_options=storage_options) for ti in range(int(n_times)))
 
 
 __all__ = [
+    "MANIFEST_DIR",
     "PARTIALS_DIR",
     "RETRY_REASONS",
     "SKIP_REASONS",
@@ -318,10 +348,12 @@ __all__ = [
     "load_neighbourhood",
     "load_neighbourhood_layers",
     "load_partial",
+    "merge_counts",
     "parse_chip_id",
     "partial_path",
     "partials_dir",
     "partials_present",
+    "record_counts",
     "remove_partials",
     "retryable_chip_ids",
     "summarize",

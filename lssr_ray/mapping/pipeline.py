@@ -27,7 +27,7 @@ from typing import Any
 from lssr_ray.config import MapConfig
 from lssr_ray.errors import AuthenticationError, ConfigError, StoreError, user_error
 from lssr_ray.fileio import check_reachable, endpoint_for, is_s3
-from lssr_ray.mapping.plan import MapPlan, committed, plan_map, retryable
+from lssr_ray.mapping.plan import MapPlan, pending_chip_dates, plan_map
 from lssr_ray.mapping.summary import MapSummary
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     import ray
 
     from lssr_ray.credentials import configure_archive_access
-    from lssr_ray.mapping.accounting import confirm_run, unaccounted
+    from lssr_ray.mapping.accounting import confirm_run
     from lssr_ray.mapping.classify_stage import resolve_classifier
     from lssr_ray.mapping.finalize import finalize_run, finished_summary
     from lssr_ray.mapping.lock import StoreLock
@@ -119,22 +119,23 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
     _tell(plan, progress)
     nt = len(plan.times)
     finished = finished_summary(plan, so)  # completed, _partials/ removed: nothing left to compute
-    todo = [] if finished else unaccounted(plan.chip_ids, {} if cfg.overwrite else committed(plan, so), nt)
-    confirm_run(len(todo), len(plan.chip_ids), nt, cfg, confirm)  # before anything is written
+    if finished is not None or cfg.overwrite:
+        todo, retry = (0 if finished is not None else len(plan.chip_ids) * nt), 0
+    else:
+        todo, retry = pending_chip_dates(plan, so)  # counted date by date, no set over the whole run
+    confirm_run(todo, len(plan.chip_ids), nt, cfg, confirm)  # before anything is written
     lock = StoreLock(plan.store, plan.run_id, storage_options=so)
     lock.refuse_if_live()  # before the store is created or overwritten
     open_or_create_store(plan, so)
     if finished is not None:  # (its run identity was just checked)
         return dataclasses.replace(finished, wall_s=time.perf_counter() - t0)
     with lock:
-        done = committed(plan, so)
-        retry = 0 if cfg.overwrite else sum(len(v) for v in retryable(plan, so).values())
         if retry:
             log.info("retrying %d chip-date(s) skipped for transient read errors", retry)
         init_ray(cfg)
         check_out_shared(plan.store)  # multi-node: a local --out every node sees, or refused before any work
         ray.data.DataContext.get_current().enable_progress_bars = False
-        infer = infer_and_commit(plan, done, lock=lock, storage_options=so, progress=progress, on_commit=on_commit)
+        infer = infer_and_commit(plan, lock=lock, storage_options=so, progress=progress, on_commit=on_commit)
         if infer.skipped.get("transient_read"):
             log.warning("%d chip-date(s) skipped for transient read errors: rerun with --resume to retry them",
                         infer.skipped["transient_read"])

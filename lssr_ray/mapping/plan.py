@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,18 +160,24 @@ def plan_map(cfg: MapConfig) -> MapPlan:
                    warnings=[warn] if warn else [], notes=notes)
 
 
+def committed_at(plan: MapPlan, ti: int, storage_options: Mapping[str, Any] | None, *,
+                 with_retryable: bool = False) -> set[str]:
+    """Ids of chips done at time step ``ti``: a committed partial, ok or skipped, but not a skip a
+    resumed run retries (``transient_read``) unless ``with_retryable`` (accounting: every planned
+    chip-date has a partial). One date's set: a run asks date by date."""
+    from lssr_ray.mapping.partials import done_chip_ids, retryable_chip_ids
+
+    done = done_chip_ids(plan.store, ti, storage_options=storage_options)
+    if not with_retryable:
+        done -= retryable_chip_ids(plan.store, ti, storage_options=storage_options)
+    return done
+
+
 def committed(plan: MapPlan, storage_options: Mapping[str, Any] | None, *,
               with_retryable: bool = False) -> dict[int, set[str]]:
-    """``{ti: ids of chips done}`` for every time step: a committed partial, ok or skipped, but
-    not a skip a resumed run retries (``transient_read``) unless ``with_retryable`` (accounting:
-    every planned chip-date has a partial)."""
-    from lssr_ray.mapping.partials import done_chip_ids
-
-    done = {ti: done_chip_ids(plan.store, ti, storage_options=storage_options) for ti in range(len(plan.times))}
-    if not with_retryable:
-        for ti, ids in retryable(plan, storage_options).items():
-            done[ti] -= ids
-    return done
+    """``{ti: ids of chips done}`` for every time step (:func:`committed_at` of each date; small
+    runs and tests: a run's driver asks date by date)."""
+    return {ti: committed_at(plan, ti, storage_options, with_retryable=with_retryable) for ti in range(len(plan.times))}
 
 
 def retryable(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[int, set[str]]:
@@ -181,20 +187,38 @@ def retryable(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> dict[
     return {ti: retryable_chip_ids(plan.store, ti, storage_options=storage_options) for ti in range(len(plan.times))}
 
 
+def pending_chip_dates(plan: MapPlan, storage_options: Mapping[str, Any] | None) -> tuple[int, int]:
+    """``(chip-dates to compute, of them transient skips to retry)``, counted date by date."""
+    from lssr_ray.mapping.partials import retryable_chip_ids
+
+    todo = retry = 0
+    for ti in range(len(plan.times)):
+        again = len(retryable_chip_ids(plan.store, ti, storage_options=storage_options))
+        todo += len(plan.chip_ids) - len(committed_at(plan, ti, storage_options, with_retryable=True)) + again
+        retry += again
+    return todo, retry
+
+
+def date_work_items(groups: Sequence[Sequence[Any]], ti: int, done: Container[str]) -> Iterator[dict[str, Any]]:
+    """Stage-1 items ``{"chips", "ti"}`` of one time step: one per read block (``groups``:
+    :func:`~lssr_ray.data.grid.group_chips`) with chips not in ``done``, streamed."""
+    for group in groups:
+        todo = [c.id for c in group if c.id not in done]
+        if todo:
+            yield {"chips": ",".join(todo), "ti": int(ti)}
+
+
 def work_items(plan: MapPlan, done: Mapping[int, set[str]]) -> list[dict[str, Any]]:
     """Read items ``{"chips", "ti", "granules"}``: one per read block and date, chips in ``done``
-    (:func:`committed`: transient skips are not done, so they are read again) left out."""
+    (:func:`committed`: transient skips are not done, so they are read again) left out. A list
+    for small runs and tests; a run streams :func:`date_work_items` into the store's manifest
+    (:mod:`lssr_ray.mapping.manifest`)."""
     from lssr_ray.data.grid import group_chips
 
-    items = []
     groups = group_chips(plan.stage.plan, block=plan.cfg.block)
-    for ti, grans in plan.granules_by_time.items():
-        gids = ",".join(str(g.id) for g in grans)
-        for group in groups:
-            todo = [c.id for c in group if c.id not in done.get(ti, set())]
-            if todo:
-                items.append({"chips": ",".join(todo), "ti": ti, "granules": gids})
-    return items
+    return [{**item, "granules": ",".join(str(g.id) for g in grans)}
+            for ti, grans in plan.granules_by_time.items() for item in date_work_items(groups, ti, done.get(ti, set()))]
 
 
-__all__ = ["MapPlan", "committed", "data_stage", "plan_map", "retryable", "run_identity", "work_items"]
+__all__ = ["MapPlan", "committed", "committed_at", "data_stage", "date_work_items", "pending_chip_dates", "plan_map",
+           "retryable", "run_identity", "work_items"]

@@ -1,17 +1,20 @@
 """Stage 1 of a mapping run, **infer and commit**: per (chip, date), streamed through Ray Data::
 
-    from_items(block items) -> map_batches(ReadChips, actors, read_cpus)      # one read per block
+    manifest parts (store) -> map_batches(read part)                        # _manifest/stage1/...
+                           -> map_batches(ReadChips, actors, read_cpus)      # one read per block
                             -> map_batches(LSSRPredictor, actors, actor_cpus[, 1 GPU each: resources.py])
                             -> map_batches(CommitPartials, actors)            # atomic partials
                             -> driver iter_batches (ids, status and timings only: no pixels)
 
-Bounded memory: the driver holds work-item ids and per-item records (a few hundred bytes each),
-never pixels; Ray Data's streaming executor keeps a bounded number of blocks in flight, so a
-larger region means more items, not more memory in flight.
+Bounded memory: the driver writes the work items to the store's manifest date by date
+(:mod:`lssr_ray.mapping.manifest`) and keeps counts only (computed, skipped by reason, 20 skip
+examples, granule use counts), never pixels or per-item records; Ray Data's streaming executor
+keeps a bounded number of blocks in flight, so a larger region means more items on the store, not
+more memory in the driver.
 
 Every chip-date is committed atomically as a partial (:mod:`lssr_ray.mapping.partials`); a rerun
-leaves out the committed ones (:func:`~lssr_ray.mapping.plan.work_items`). Completion is what
-the partials say, checked against the plan at the end (not the executor's word).
+leaves out the committed ones (:func:`~lssr_ray.mapping.plan.committed_at`). Completion is what
+the partials say, counted per date against the plan at the end (not the executor's word).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from lssr_ray.config import MapConfig
 from lssr_ray.errors import ConfigError
 from lssr_ray.mapping.lock import StoreLock
-from lssr_ray.mapping.plan import MapPlan, committed, plan_map, work_items
+from lssr_ray.mapping.plan import MapPlan, committed_at, plan_map, work_items
 from lssr_ray.mapping.resources import ClusterResources, infer_pools, stage1_batch_rows
 from lssr_ray.mapping.udfs import CommitPartials, LSSRPredictor, ReadChips
 
@@ -76,19 +79,16 @@ def predictor_kwargs(plan: MapPlan) -> dict[str, Any]:
     return kw
 
 
-def _stage1_dataset(plan: MapPlan, items: list[dict[str, Any]], pkw: dict[str, Any],
-                    storage_options: dict[str, Any]) -> Any:
-    import ray
-
+def _stage1_dataset(plan: MapPlan, manifest: Any, pkw: dict[str, Any], storage_options: dict[str, Any]) -> Any:
+    from lssr_ray.mapping.manifest import stage1_source
     from lssr_ray.mapping.ray_env import configure_data_context, runtime_env
 
     configure_data_context()
     cfg, env, rows = plan.cfg, runtime_env(), stage1_batch_rows(plan.cfg)
-    pools = infer_pools(plan.engine, cfg, ClusterResources.from_ray(), len(items))
+    pools = infer_pools(plan.engine, cfg, ClusterResources.from_ray(), manifest.items)
     log.info("stage 1 actor pools: %s", ", ".join(f"{k} {p.min_size}-{p.max_size} x ({p.num_cpus} CPU, {p.num_gpus} GPU)"
                                                   for k, p in pools.items()))
-    # about one item per block keeps results streaming out per read block; capped for huge regions
-    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4096))
+    ds = stage1_source(plan, manifest, storage_options)  # about one item per block, capped for huge regions
     ds = ds.map_batches(ReadChips, fn_constructor_kwargs={"plan": plan.stage.plan, "granules": plan.stage.granules,
                                                           "aux": plan.stage.aux},
                         batch_size=1, batch_format="numpy", runtime_env=env, **pools["read"].map_batches_args())
@@ -99,24 +99,27 @@ def _stage1_dataset(plan: MapPlan, items: list[dict[str, Any]], pkw: dict[str, A
                           batch_format="numpy", runtime_env=env, **pools["commit"].map_batches_args())
 
 
-def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]], *, lock: StoreLock,
+def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]] | None = None, *, lock: StoreLock,
                      storage_options: dict[str, Any], progress: bool = True,
                      on_commit: Callable[[dict[str, Any]], None] | None = None) -> InferResult:
-    """Run stage 1 over the chip-dates not in ``done`` (``{ti: committed chip ids}``) on the
-    running Ray, keeping ``lock`` alive; ``on_commit`` gets each committed record (tests,
-    monitors). Raises :class:`~lssr_ray.errors.IncompleteRunError` if a planned chip-date ends
-    without a committed partial, or when nothing is committed for ``stall_timeout_s``."""
-    from lssr_ray.mapping.accounting import check_accounted, progress_bar, stream_with_watchdog
+    """Run stage 1 over the chip-dates not committed on the running Ray, keeping ``lock`` alive;
+    ``done`` (``{ti: chip ids}``) overrides what the store says is committed (default: asked date
+    by date, :func:`~lssr_ray.mapping.plan.committed_at`); ``on_commit`` gets each committed
+    record (tests, monitors). Raises :class:`~lssr_ray.errors.IncompleteRunError` if a planned
+    chip-date ends without a committed partial, or when nothing is committed for ``stall_timeout_s``."""
+    from lssr_ray.mapping.accounting import progress_bar, stream_with_watchdog
+    from lssr_ray.mapping.manifest import check_committed_counts, write_stage1_manifest
 
-    ids = plan.chip_ids
-    resumed = sum(len(v & set(ids)) for v in done.values())
-    items = work_items(plan, done)
-    pkw = predictor_kwargs(plan) if items else {}  # ONNX export (cached) before the clock starts
+    def done_at(ti: int) -> set[str]:
+        return set(done.get(ti, set())) if done is not None else committed_at(plan, ti, storage_options)
+
+    manifest = write_stage1_manifest(plan, done_at, storage_options)
+    pkw = predictor_kwargs(plan) if manifest.items else {}  # ONNX export (cached) before the clock starts
     t1 = time.perf_counter()
     computed, skipped, examples, used = 0, {}, [], {}
-    if items:
-        ds = _stage1_dataset(plan, items, pkw, storage_options)
-        remaining = len(ids) * len(plan.times) - resumed
+    if manifest.items:
+        ds = _stage1_dataset(plan, manifest, pkw, storage_options)
+        remaining = manifest.chip_dates
 
         def so_far() -> str:
             return f" ({computed} of {remaining} chip-dates of this run committed)"
@@ -142,9 +145,9 @@ def infer_and_commit(plan: MapPlan, done: Mapping[int, set[str]], *, lock: Store
                     bar.update(1)
                 lock.heartbeat_if_due()
     seconds = time.perf_counter() - t1
-    check_accounted(ids, committed(plan, storage_options, with_retryable=True), len(plan.times), plan.labels)
-    log.info("stage 1: %d chip-date(s) committed in %.1f s (%d already done)", computed, seconds, resumed)
-    return InferResult(resumed=resumed, computed=computed, skipped=skipped, skip_examples=examples,
+    check_committed_counts(plan, storage_options)
+    log.info("stage 1: %d chip-date(s) committed in %.1f s (%d already done)", computed, seconds, manifest.resumed)
+    return InferResult(resumed=manifest.resumed, computed=computed, skipped=skipped, skip_examples=examples,
                        granule_use=used, seconds=seconds)
 
 

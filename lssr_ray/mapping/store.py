@@ -22,6 +22,8 @@ Layout (Zarr **v2**, so GDAL 3.10 / rasterio 1.4 / QGIS can open it, and xarray 
       overviews/<f>/     the same variables decimated by f = 2, 4, ... (:mod:`lssr_ray.mapping.views`)
       _partials/   per-chip stage-1 predictions while a run is resumable, removed once it is
                    complete (:mod:`lssr_ray.mapping.partials`)
+      _manifest/   stage 1's work list (read blocks x dates still to compute), kept and removed
+                   with ``_partials/`` (:mod:`lssr_ray.mapping.manifest`)
       _lock.json   the run lock while a run writes (:class:`~lssr_ray.mapping.lock.StoreLock`)
 
 Opening it:
@@ -191,8 +193,11 @@ def create_store(
     x = c + a * (np.arange(w) + 0.5)
     y = f + e * (np.arange(h) + 0.5)
     nt, nb = times_arr.size, len(bands)
-    refl = da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, chunk, chunk))
-    valid = da.zeros((nt, h, w), dtype="uint8", chunks=(1, chunk, chunk))
+    # one dask chunk per variable: with compute=False nothing is written, and xarray only needs
+    # dask chunks that are whole multiples of the Zarr chunks (the encoding below sets those);
+    # a dask chunk per Zarr chunk made a graph of ~10^5 tasks per variable for a state (1 GB driver)
+    refl = da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=-1)
+    valid = da.zeros((nt, h, w), dtype="uint8", chunks=-1)
     ds = xr.Dataset({REFLECTANCE_VAR: (("time", "band", "y", "x"), refl), VALID_VAR: (("time", "y", "x"), valid)},
                     coords={"time": times_arr, "band": list(bands), "y": y, "x": x})
     for name, values in (time_coords or {}).items():

@@ -144,7 +144,8 @@ def test_s3_commit_and_resume(s3_bucket):
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_remove_partials_of_a_complete_store(where, tmp_path, request):
-    """A completed run deletes ``_partials/`` (every time step) and nothing else of the store."""
+    """A completed run deletes ``_partials/`` (every time step) and the work manifest kept with
+    them, and nothing else of the store."""
     if where == "s3":
         bucket, so, _ = request.getfixturevalue("s3_bucket")
         store = f"{bucket}/out.zarr"
@@ -155,8 +156,12 @@ def test_remove_partials_of_a_complete_store(where, tmp_path, request):
     from lssr_ray.fileio import atomic_put, filesystem
 
     atomic_put(f"{store}/.zattrs", b"{}", so)  # a store file next to the partials: must survive
+    atomic_put(f"{store}/{P.MANIFEST_DIR}/stage1/t0000/p000000.jsonl", b'{"chips": "r0000c0000", "ti": 0}', so)
     assert P.partials_present(store, storage_options=so)
     assert P.remove_partials(store, storage_options=so) is True
+    fs, path = filesystem(f"{store}/{P.MANIFEST_DIR}", so)
+    fs.invalidate_cache()
+    assert not fs.exists(path)
     assert not P.partials_present(store, storage_options=so)
     assert P.done_chip_ids(store, 0, storage_options=so) == set() == P.done_chip_ids(store, 3, storage_options=so)
     fs, path = filesystem(f"{store}/.zattrs", so)

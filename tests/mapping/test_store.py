@@ -265,3 +265,26 @@ def test_lock_race_has_one_winner(tmp_path, s3_bucket):
     winners = _race(s3_url, so)
     assert len(winners) == 1
     assert StoreLock(s3_url, storage_options=so).read()["run_id"] == winners[0]
+
+
+def test_template_of_a_state_size_grid_needs_no_per_chunk_graph(tmp_path):
+    """create_store's memory does not grow with the number of chunks (issue 14: a dask task per
+    chunk cost the driver 1 GB on the Iowa grid); the template still has the Zarr chunks and no
+    data chunk is written."""
+    import tracemalloc
+
+    import zarr
+
+    kw = {"crs": CRS, "transform": tuple(TRANSFORM)[:6], "chunk": 168, "times": TIMES, "trust_layers": ("consistency",)}
+    S.create_store(str(tmp_path / "warm.zarr"), shape=(168, 168), **kw)  # imports and caches outside the trace
+    tracemalloc.start()
+    try:
+        S.create_store(str(tmp_path / "big.zarr"), shape=(120 * 168, 120 * 168), **kw)  # 14,400 chunks per variable
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"create_store traced {peak / 2**20:.0f} MiB"
+    group = zarr.open_group(str(tmp_path / "big.zarr"), mode="r", zarr_format=2)
+    assert group["reflectance"].chunks == (1, 6, 168, 168) and group["valid"].chunks == (1, 168, 168)
+    assert group["consistency"].chunks == (1, 6, 168, 168)
+    assert not any(n[0].isdigit() for n in os.listdir(tmp_path / "big.zarr" / "reflectance"))  # no chunk written
