@@ -3,28 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
-from lssr_ray.config import REPO_ROOT
+from tests._jobs import load_bench
 
-BENCH = REPO_ROOT / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-dry = _load("iowa_dry_run")
+dry = load_bench("iowa_dry_run")
 
 
 def _iowa():

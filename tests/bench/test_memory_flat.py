@@ -3,28 +3,15 @@ each Ray process, the flatness verdict on given numbers, and (slow) one real run
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from lssr_ray.config import REPO_ROOT
 from lssr_ray.errors import ConfigError
+from tests._jobs import load_bench
 
-BENCH = REPO_ROOT / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-flat = _load("memory_flat")
-memory = _load("memory")
+flat = load_bench("memory_flat")
+memory = load_bench("memory")
 
 
 def test_regions_plan_exactly_n_by_n_chips_centred_in_the_tile(tmp_path):
