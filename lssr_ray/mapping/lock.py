@@ -21,9 +21,11 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Self
 
 from lssr_ray.errors import StoreLockedError
@@ -78,6 +80,7 @@ class StoreLock:
         self.path = root.rstrip("/") + "/" + LOCK_NAME
         self.held = False
         self._last_beat = time.monotonic()
+        self._beat_lock = threading.RLock()  # the kept_alive thread and the caller's loop never write at once
 
     # -- low level
     def _record(self) -> bytes:
@@ -198,7 +201,34 @@ class StoreLock:
         """:meth:`heartbeat` when the last one is more than ``every_s`` seconds old (cheap to
         call from a loop: no I/O otherwise)."""
         if time.monotonic() - self._last_beat > every_s:
-            self.heartbeat()
+            with self._beat_lock:
+                self.heartbeat()
+
+    @contextmanager
+    def kept_alive(self, every_s: float = HEARTBEAT_S, *, poll_s: float = 5.0) -> Iterator[Self]:
+        """Heartbeats from a background thread while the block runs: for steps that do not
+        loop in this process (Ray Data stages of the finalize step: crop type, overviews,
+        counts, hours at state scale), so the lock never looks stale to another run. A lock
+        lost meanwhile is raised (:class:`StoreLockedError`) when the block ends."""
+        stop, lost = threading.Event(), []
+
+        def beat() -> None:
+            while not stop.wait(min(poll_s, every_s)):
+                try:
+                    self.heartbeat_if_due(every_s)
+                except StoreLockedError as exc:
+                    lost.append(exc)
+                    return
+
+        thread = threading.Thread(target=beat, name="lssr-lock-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+        if lost:
+            raise lost[0]
 
     def release(self) -> None:
         """Delete the lock if this run holds it."""

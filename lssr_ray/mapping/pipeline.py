@@ -140,7 +140,8 @@ def _run_map(cfg: MapConfig, *, progress: bool = True, storage_options: Mapping[
             log.warning("%d chip-date(s) skipped for transient read errors: rerun with --resume to retry them",
                         infer.skipped["transient_read"])
         blend = blend_and_write(plan, lock=lock, storage_options=so, progress=progress)
-        final = finalize_run(plan, granule_use=infer.granule_use, classifier=classifier, storage_options=so)
+        with lock.kept_alive():  # finalize's Ray Data stages (crop type, overviews) do not loop here
+            final = finalize_run(plan, granule_use=infer.granule_use, classifier=classifier, storage_options=so)
     chips = plan.stage.plan
     return MapSummary(
         store=plan.store, run_id=plan.run_id, engine=plan.engine, chips=len(chips), n_times=nt,

@@ -20,6 +20,12 @@ import numpy as np
 
 from lssr_ray.config import SCALE
 
+QUICKLOOK_MAX_PX = 768
+"""Default window edge in 10 m pixels: each panel is drawn ~500 px wide, so a larger window only
+downsamples more, while the driver's memory grows with its area: :func:`render` peaked at 495 MiB
+for a 1536 px window and 286 MiB for 768 px (matplotlib included; ~117 B per window pixel), the
+growth ``bench/memory_flat.py`` saw in the driver's finalize phase between 16 and 256 chips."""
+
 
 def _window(grid: Any, max_px: int) -> tuple[int, int, int, int]:
     """Centred input-grid window (row, col, h, w) whose 10 m extent is at most max_px."""
@@ -144,7 +150,7 @@ def write_quicklooks(
     *,
     labels: Mapping[int, str] | None = None,
     out: str | None = None,
-    max_px: int = 1536,
+    max_px: int = QUICKLOOK_MAX_PX,
     storage_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write one PNG per time index of ``granules_by_time``; returns their paths/URLs.
@@ -184,4 +190,4 @@ def write_quicklooks(
     return paths
 
 
-__all__ = ["bicubic_rgb", "input_rgb", "render", "trust_rgb", "write_quicklooks"]
+__all__ = ["QUICKLOOK_MAX_PX", "bicubic_rgb", "input_rgb", "render", "trust_rgb", "write_quicklooks"]

@@ -186,6 +186,28 @@ def test_stale_lock_taken_over(tmp_path):
         dead.heartbeat()  # the dead run, if it wakes up, learns it lost the lock
 
 
+def test_kept_alive_heartbeats_while_the_caller_waits_and_tells_a_lost_lock(tmp_path):
+    """finalize's Ray Data stages run for hours at state scale without a loop in the driver: the
+    lock's own thread keeps the heartbeat young, and a lock another run took is raised at the end."""
+    import time
+
+    url = str(tmp_path / "out.zarr")
+    _make(url)
+    lock = StoreLock(url, "run-A").acquire()
+    first = lock.read()["heartbeat"]
+    with lock.kept_alive(every_s=0.2, poll_s=0.05):
+        time.sleep(1.0)  # the caller blocks (a Ray Data stage), no heartbeat_if_due of its own
+        beats = lock.read()["heartbeat"]
+    assert beats > first + 0.5
+    time.sleep(0.5)
+    assert lock.read()["heartbeat"] == beats  # the thread stopped with the block
+    with pytest.raises(StoreLockedError, match="run-B"), lock.kept_alive(every_s=0.2, poll_s=0.05):
+        rec = lock.read()
+        rec["run_id"] = "run-B"  # another run took the lock over
+        Path(lock.path).write_text(json.dumps(rec))
+        time.sleep(0.6)
+
+
 def test_one_liveness_rule_for_the_early_check_and_acquire(tmp_path):
     """A lock record of the *same* run id held by another live process on this host is refused by
     both refuse_if_live and acquire (a second start of one run); once that process is gone, both
