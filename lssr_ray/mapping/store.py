@@ -334,9 +334,7 @@ def write_chunk(
     })
     region = {"time": slice(time_index, time_index + 1), "band": slice(0, len(lay.bands)),
               "y": slice(row_off, row_off + hh), "x": slice(col_off, col_off + ww)}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
-        region_write(sub, url, region, storage_options)
+    region_write(sub, url, region, storage_options)
 
 
 def region_write(
@@ -346,15 +344,17 @@ def region_write(
     """Write ``sub`` into the existing store at ``region`` (index slices per dimension): the one
     way any stage (chunk blends, the crop-type map, overview levels: ``group``) puts values into
     a created store."""
-    sub.to_zarr(
-        str(url),
-        mode="r+",
-        group=group,
-        region=region,
-        zarr_format=2,
-        consolidated=False,
-        storage_options=settings_for(url, storage_options) or None,
-    )
+    with warnings.catch_warnings():  # _partials/, _manifest/, _lock.json are ours, not Zarr nodes
+        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
+        sub.to_zarr(
+            str(url),
+            mode="r+",
+            group=group,
+            region=region,
+            zarr_format=2,
+            consolidated=False,
+            storage_options=settings_for(url, storage_options) or None,
+        )
 
 
 def finalize_store(url: str, *, attrs: Mapping[str, Any] | None = None,

@@ -310,3 +310,23 @@ def test_template_of_a_state_size_grid_needs_no_per_chunk_graph(tmp_path):
     assert group["reflectance"].chunks == (1, 6, 168, 168) and group["valid"].chunks == (1, 168, 168)
     assert group["consistency"].chunks == (1, 6, 168, 168)
     assert not any(n[0].isdigit() for n in os.listdir(tmp_path / "big.zarr" / "reflectance"))  # no chunk written
+
+
+def test_region_write_is_quiet_next_to_our_own_files(tmp_path):
+    """Every stage writes through region_write (blends, crop type, overview levels); the run's own
+    _partials/, _manifest/ and _lock.json must not make zarr warn once per chunk in the job's logs."""
+    import warnings
+
+    import xarray as xr
+
+    url = str(tmp_path / "out.zarr")
+    _make(url)
+    for extra in ("_partials/t0000", "_manifest/stage1/t0000"):
+        (tmp_path / "out.zarr" / extra).mkdir(parents=True)
+        (tmp_path / "out.zarr" / extra / "x").write_bytes(b"{}")
+    (tmp_path / "out.zarr" / "_lock.json").write_text("{}")
+    sub = xr.Dataset({"valid": (("time", "y", "x"), np.ones((1, CHUNK, CHUNK), np.uint8))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        S.region_write(sub, url, {"time": slice(0, 1), "y": slice(0, CHUNK), "x": slice(0, CHUNK)}, None)
+    assert int(S.open_store(url)["valid"].isel(time=0, y=slice(0, CHUNK), x=slice(0, CHUNK)).min()) == 1
