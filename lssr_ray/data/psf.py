@@ -74,20 +74,23 @@ def sigma_for_mtf(mtf_at_nyquist: float = DEFAULT_MTF_AT_NYQUIST, scale: int = S
     return math.sqrt(-math.log(mtf_at_nyquist / box) / (2 * math.pi**2 * f**2))
 
 
-def gaussian_kernel(sigma: float, *, truncate: float = 4.0) -> np.ndarray:
-    """2-D Gaussian PSF (float64, odd square, radius ``ceil(truncate * sigma)``), sum = 1.
-
-    ``sigma`` is in pixels of the grid the kernel is applied on (10 m). ``sigma == 0`` gives
-    the 1x1 identity kernel.
-    """
+def gaussian_kernel_1d(sigma: float, *, truncate: float = 4.0) -> np.ndarray:
+    """1-D Gaussian (float64, odd length ``2 ceil(truncate * sigma) + 1``), sum = 1; ``sigma``
+    in pixels of the grid it is applied on (10 m); ``sigma == 0`` gives ``[1.0]``."""
     if not (sigma >= 0 and math.isfinite(sigma)):
         raise ConfigError(f"sigma must be a finite number >= 0 (pixels), got {sigma}")
     if sigma == 0:
-        return np.ones((1, 1))
+        return np.ones(1)
     r = math.ceil(truncate * sigma)
     x = np.arange(-r, r + 1, dtype=np.float64)
     g = np.exp(-0.5 * (x / sigma) ** 2)
-    g /= g.sum()
+    return g / g.sum()
+
+
+def gaussian_kernel(sigma: float, *, truncate: float = 4.0) -> np.ndarray:
+    """2-D Gaussian PSF (float64, odd square, radius ``ceil(truncate * sigma)``), sum = 1: the
+    outer product of :func:`gaussian_kernel_1d` with itself (``sigma == 0``: the 1x1 identity)."""
+    g = gaussian_kernel_1d(sigma, truncate=truncate)
     return np.outer(g, g)
 
 
@@ -103,11 +106,16 @@ def blur(img: np.ndarray, sigma: float, *, truncate: float = 4.0) -> np.ndarray:
     a = np.asarray(img, dtype=np.float64)
     if a.ndim < 2:
         raise ConfigError(f"img must have at least 2 dims (..., H, W), got shape {a.shape}")
-    k = gaussian_kernel(sigma, truncate=truncate)
-    k = k.reshape((1,) * (a.ndim - 2) + k.shape)
+    # the kernel is the outer product of one symmetric 1-D Gaussian: two 1-D passes give the
+    # 2-D convolution at 2(2r+1) instead of (2r+1)^2 operations per pixel
+    g = gaussian_kernel_1d(sigma, truncate=truncate)
+
+    def conv(x: np.ndarray) -> np.ndarray:
+        return ndimage.correlate1d(ndimage.correlate1d(x, g, axis=-1, mode="mirror"), g, axis=-2, mode="mirror")
+
     valid = np.isfinite(a)
-    num = ndimage.convolve(np.where(valid, a, 0.0), k, mode="mirror")
-    den = ndimage.convolve(valid.astype(np.float64), k, mode="mirror")
+    num = conv(np.where(valid, a, 0.0))
+    den = conv(valid.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(den > 1e-6, num / den, np.nan)
     return out.astype(np.float32)

@@ -1,8 +1,8 @@
 """Stage-1 chip results committed atomically, so a rerun can resume.
 
 Each chip-date's result is one object ``<store>/_partials/t{ti:04d}/<chip_id>.npz`` (time step
-``ti`` on the store's time axis; :func:`partial_path` owns the layout; numpy
-``savez_compressed``, no pickles) holding:
+``ti`` on the store's time axis; :func:`partial_path` owns the layout; an ``.npz`` zip without
+pickles) holding:
 
 * ``record``: a JSON string ``{"chip_id", "status": "ok"|"skipped", "reason", "detail",
   "window": [row_off, col_off, height, width] (output pixels, may be negative at grid edges),
@@ -10,6 +10,12 @@ Each chip-date's result is one object ``<store>/_partials/t{ti:04d}/<chip_id>.np
 * ``sr`` (only when ``status == "ok"``): float32 (6, 3h, 3w) reflectance, NaN = nodata.
 * trust layers (only when ``ok``, each optional): ``consistency``, ``uncertainty``, float32 of
   ``sr``'s shape (:mod:`lssr_ray.mapping.trust_layers`).
+
+The pixel arrays are stored as Blosc-zstd bytes (uint8 members; the record's ``encoding`` gives
+each one's numcodecs codec, dtype and shape, :func:`load_partial` decodes them): zlib, as
+``savez_compressed`` uses, cost ~55 ms of the commit actor per chip and ~10 ms per load, which
+stage 2 pays nine times per chunk; Blosc takes ~3 ms and ~1 ms for a smaller file. Partials
+written before (plain float32 members, no ``encoding``) still load.
 
 The object is the commit: a chip whose partial exists is done. Locally it is written under a
 temporary name in the same directory and renamed (atomic on POSIX); on ``s3://`` it is one PUT
@@ -22,6 +28,7 @@ import datetime as _dt
 import io
 import json
 import re
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +51,8 @@ RETRY_REASONS = ("transient_read",)
 committed for accounting but not as done (:func:`retryable_chip_ids`)."""
 _SKIP_PARTIAL_MAX_BYTES = 16384  # a skip partial holds only its JSON record; larger ones are not skips
 CHIP_ID = re.compile(r"^r(\d{4})c(\d{4})$")
+PIXEL_CODEC = {"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 2, "blocksize": 0}
+"""numcodecs config of the partials' pixel arrays (zstd level 1 over bit-shuffled float32)."""
 
 
 def chip_id(row: int, col: int) -> str:
@@ -156,12 +165,40 @@ def commit_partial(
         **({"modalities": [k for k, v in zip(PRESENT_KEYS, present) if float(v) > 0]} if present is not None else {}),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    arrays["record"] = np.array(json.dumps(record))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    pixels = {name: _encode(arr) for name, arr in arrays.items()}
+    if pixels:
+        record["encoding"] = {name: enc for name, (_, enc) in pixels.items()}
     url = partial_path(store_url, time_index, cid)
-    atomic_put(url, buf.getvalue(), storage_options)
+    atomic_put(url, _npz_bytes(record, {name: data for name, (data, _) in pixels.items()}), storage_options)
     return url
+
+
+def _encode(arr: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    from numcodecs import get_codec
+
+    data = get_codec(dict(PIXEL_CODEC)).encode(arr)
+    return np.frombuffer(data, np.uint8), {"codec": dict(PIXEL_CODEC), "dtype": arr.dtype.str, "shape": list(arr.shape)}
+
+
+def _decode(member: np.ndarray, enc: Mapping[str, Any] | None) -> np.ndarray:
+    if enc is None:  # a partial of an earlier version: the member is the array
+        return member
+    from numcodecs import get_codec
+
+    return get_codec(dict(enc["codec"])).decode(member, out=np.empty(enc["shape"], np.dtype(enc["dtype"])))
+
+
+def _npz_bytes(record: Mapping[str, Any], members: Mapping[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (``np.load`` reads it) with the record deflated and the already compressed
+    pixel members stored: deflating Blosc bytes again costs time and gains nothing."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, arr in {"record": np.array(json.dumps(record)), **members}.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if name == "record" else zipfile.ZIP_STORED
+            with zf.open(info, "w") as fh:
+                np.lib.format.write_array(fh, arr, allow_pickle=False)
+    return buf.getvalue()
 
 
 def load_partial(
@@ -180,9 +217,10 @@ def load_partial(
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         record = json.loads(str(npz["record"]))
-        sr = npz["sr"] if with_sr and "sr" in npz.files else None
-        layers = {k: npz[k] for k in npz.files if k not in ("record", "sr")} if with_sr else {}
-    return Partial(record=record, sr=sr, layers=layers)
+        enc = record.get("encoding", {})
+        arrays = {k: _decode(npz[k], enc.get(k)) for k in npz.files if k != "record"} if with_sr else {}
+    sr = arrays.pop("sr", None)
+    return Partial(record=record, sr=sr, layers=arrays)
 
 
 def done_chip_ids(store_url: str, time_index: int, *,

@@ -84,3 +84,22 @@ def test_bandpass_adjustment_hls_coefficients():
     np.testing.assert_array_equal(psf.adjust_bandpass(refl, "none"), refl)
     with pytest.raises(ConfigError, match="valid"):
         psf.adjust_bandpass(refl, "landsat9")
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.207, 2.5])
+def test_separable_blur_equals_the_2d_convolution_with_nans(sigma):
+    """blur runs two 1-D passes; the reference is the 2-D kernel convolved in one pass, with the
+    same NaN-aware normalisation (num / den over valid pixels)."""
+    rng = np.random.default_rng(3)
+    img = rng.uniform(-0.05, 1.2, (2, 37, 41))
+    img[0, 5:9, 7:30] = np.nan
+    img[1, 20, 20] = np.nan
+    k = psf.gaussian_kernel(sigma)[None]
+    valid = np.isfinite(img)
+    num = ndimage.convolve(np.where(valid, img, 0.0), k, mode="mirror")
+    den = ndimage.convolve(valid.astype(np.float64), k, mode="mirror")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = np.where(den > 1e-6, num / den, np.nan).astype(np.float32)
+    out = psf.blur(img, sigma)
+    assert out.dtype == np.float32 and np.array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7, equal_nan=True)

@@ -167,3 +167,41 @@ def test_remove_partials_of_a_complete_store(where, tmp_path, request):
     fs, path = filesystem(f"{store}/.zattrs", so)
     assert fs.cat_file(path) == b"{}"
     assert P.remove_partials(store, storage_options=so) is False  # nothing left: no error
+
+
+def test_pixels_are_blosc_members_and_earlier_partials_still_load(tmp_path):
+    """Pixel members are Blosc bytes the record describes (a smooth field compresses well below
+    its float32 size); a partial written the earlier way (``savez_compressed``, float members,
+    no ``encoding``) loads to the same arrays; loaded arrays are writable (blending may scale
+    them in place)."""
+    import io
+    import json
+    import zipfile
+
+    store = str(tmp_path / "out.zarr")
+    yy, xx = np.mgrid[:48, :48]
+    sr = np.stack([(0.1 + 0.002 * b) + 0.001 * yy + 0.0005 * xx for b in range(6)]).astype("float32")
+    sr[:, :3, :3] = np.nan
+    cons = np.full(SR_SHAPE, 0.01, np.float32)
+    url = P.commit_partial(store, 0, "r0000c0001", sr=sr, layers={"consistency": cons}, window=(0, 0, 48, 48))
+    with zipfile.ZipFile(url) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+    assert infos["sr.npy"].compress_type == zipfile.ZIP_STORED and infos["sr.npy"].file_size < sr.nbytes / 2
+    with np.load(url, allow_pickle=False) as z:
+        assert z["sr"].dtype == np.uint8
+        enc = json.loads(str(z["record"]))["encoding"]
+    assert enc["sr"] == {"codec": P.PIXEL_CODEC, "dtype": "<f4", "shape": list(SR_SHAPE)}
+    p = P.load_partial(store, 0, "r0000c0001")
+    np.testing.assert_array_equal(p.sr, sr)
+    np.testing.assert_array_equal(p.layers["consistency"], cons)
+    assert p.sr.flags.writeable and p.layers["consistency"].flags.writeable
+
+    old = io.BytesIO()  # the earlier layout, as a run of the previous version left it
+    record = {"chip_id": "r0000c0002", "status": "ok", "window": [0, 0, 48, 48], "time_index": 0}
+    np.savez_compressed(old, sr=sr, consistency=cons, record=np.array(json.dumps(record)))
+    path = tmp_path / "out.zarr" / "_partials" / "t0000" / "r0000c0002.npz"
+    path.write_bytes(old.getvalue())
+    q = P.load_partial(store, 0, "r0000c0002")
+    np.testing.assert_array_equal(q.sr, sr)
+    np.testing.assert_array_equal(q.layers["consistency"], cons)
+    assert P.done_chip_ids(store, 0) == {"r0000c0001", "r0000c0002"}
