@@ -122,16 +122,16 @@ def infer_pools(engine: str, cfg: MapConfig, cluster: ClusterResources, n_items:
     """Pools of stage 1 (``read``, ``infer``, ``commit``) for ``n_items`` read blocks."""
     gpus = actor_gpus(engine, cluster)
     chip_dates = max(1, n_items * cfg.block * cfg.block)
-    batches = -(-chip_dates // cfg.batch_size)
+    calls = -(-chip_dates // stage1_batch_rows(cfg))  # LSSR / commit calls: one per read block or more blocks
     if cfg.num_actors:  # the user's fixed count
         infer = (cfg.num_actors, cfg.num_actors)
     elif gpus:  # one actor per GPU the cluster has or can add; at least one, so a GPU node is asked for
-        infer = _between(1, min(batches, max(int(cluster.gpus), cluster.max_gpu_actors, 1)))
+        infer = _between(1, min(calls, max(int(cluster.gpus), cluster.max_gpu_actors, 1)))
     else:  # CPU inference: the CPUs left after one reader per actor
-        infer = _between(1, min(batches, int(cluster.cpus // (cfg.actor_cpus + cfg.read_cpus))))
+        infer = _between(1, min(calls, int(cluster.cpus // (cfg.actor_cpus + cfg.read_cpus))))
     # readers: up to half the cluster's CPUs; committers: a quarter, at COMMIT_CPUS each
     read = _between(cfg.read_actors, min(n_items, int(cluster.cpus / 2 // cfg.read_cpus)))
-    commit = _between(1, min(batches, int(cluster.cpus / 4 // COMMIT_CPUS), 64))
+    commit = _between(1, min(calls, int(cluster.cpus / 4 // COMMIT_CPUS), 64))
     return {"read": PoolSpec(*read, num_cpus=cfg.read_cpus),
             "infer": PoolSpec(*infer, num_cpus=cfg.actor_cpus, num_gpus=float(gpus)),
             "commit": PoolSpec(*commit, num_cpus=min(COMMIT_CPUS, cfg.read_cpus))}

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from lssr_ray.config import MapConfig
 from tests._jobs import load_bench
 
 dry = load_bench("iowa_dry_run")
@@ -89,7 +90,9 @@ def test_small_dry_run_plans_the_tile_and_writes_the_block(small_run):
     work, sec, _ = small_run
     p, (r,) = sec["planned"], sec["runs"]
     # one tile: the AOI is clipped to its footprint; 109.8 km / 1.68 km cores ~ 65 x 65 chips
-    assert 3500 < p["chips"] < 4500 and p["granules"] == 1 and p["work_items"] >= p["chips"] / 4
+    assert 3500 < p["chips"] < 4500 and p["granules"] == 1
+    # one read item per block x block square of the lattice (edge squares hold fewer chips)
+    assert p["chips"] / sec["block"] ** 2 <= p["work_items"] < 1.2 * p["chips"] / sec["block"] ** 2 + 2 * 66 / sec["block"]
     assert r["chips"] == r["chip_dates"] == 64 and r["computed"] == 64 and r["ok"] + sum(r["skipped"].values()) == 64
     assert r["chunks_written"] == r["ok"] > 0
     assert r["driver_ms_per_chip_stage1"] > 0 and r["peak_rss_mb"]["driver"] > 100
@@ -145,22 +148,22 @@ def test_dry_run_saves_its_section_before_each_run_size(small_run):
     _, sec, saved = small_run
     (before,) = saved  # one run size: saved once, after planning, before the run
     assert before["runs"] == [] and before["planned"] == sec["planned"] and len(sec["runs"]) == 1
-    assert (sec["block"], sec["batch_size"]) == (2, 4)  # the mapping job's defaults
+    assert (sec["block"], sec["batch_size"]) == (MapConfig.block, MapConfig.batch_size) == (8, 4)  # the job's defaults
     # stage 1 turned Ray Data's own progress bars off (the job counts chips itself)
     ctx = ray.data.DataContext.get_current()
     assert not (ctx.enable_progress_bars or ctx.enable_operator_progress_bars or ctx.execution_options.verbose_progress)
 
 
 def test_larger_read_blocks_commit_the_same_partials(small_run, tmp_path_factory):
-    """--block 4 (16 chips per read, one LSSR and one commit call per block) against the default
-    block 2: the same chips committed with the same pixels, through fewer read items."""
+    """The default block 8 (64 chips per read, one LSSR and one commit call per block) against
+    --block 2: the same chips committed with the same pixels, through fewer read items."""
     from lssr_ray.mapping.partials import done_chip_ids, load_partial
 
     work, sec, _ = small_run
-    work4 = tmp_path_factory.mktemp("iowa-dry-b4")
-    sec4 = dry.dry_run(work4, run_chips=[64], tiles=["15TVG"], block=4, log=lambda *_: None)
-    assert sec4["block"] == 4 and sec4["planned"]["work_items"] < sec["planned"]["work_items"] / 3
-    s2, s4 = str(work / "run64.zarr"), str(work4 / "run64.zarr")
+    work2 = tmp_path_factory.mktemp("iowa-dry-b2")
+    sec2 = dry.dry_run(work2, run_chips=[64], tiles=["15TVG"], block=2, log=lambda *_: None)
+    assert sec2["block"] == 2 and sec["planned"]["work_items"] < sec2["planned"]["work_items"] / 8
+    s2, s4 = str(work2 / "run64.zarr"), str(work / "run64.zarr")
     ids = sorted(done_chip_ids(s2, 0))
     assert len(ids) == 64 and sorted(done_chip_ids(s4, 0)) == ids
     for cid in ids:

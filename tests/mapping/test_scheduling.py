@@ -68,8 +68,9 @@ def test_pools_autoscale_with_cluster_size_and_work():
 
 
 @pytest.mark.parametrize(("block", "batch_size", "rows"), [
-    (2, 4, 4),    # the default: one read block is one model batch
+    (2, 4, 4),    # one read block is one model batch
     (4, 4, 16),   # a larger read block goes through as one call of four model batches
+    (8, 32, 64),  # the default block on a GPU batch of 32: two model batches per call
     (3, 4, 12),   # 9 chips rounded up to whole model batches
     (1, 8, 8),    # a GPU batch larger than a block: several blocks per call
 ])
