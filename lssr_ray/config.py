@@ -335,9 +335,7 @@ class MapConfig:
     read_actors: int = 1
     """Read actors (each reads one block window of ``block`` x ``block`` chips per call)."""
     block: int = 8
-    """Chips per read block edge: each band of a granule is read once per block of block x block
-    chips, which then pass the LSSR and commit stages as one call each. 8 (64 chips per read)
-    keeps the driver below 5 ms per chip (``bench/iowa_dry_run.py``: 4.7 ms with 8, 6.3 with 4)."""
+    """Chips per read block edge: one read and one LSSR / commit call per block^2 chips (bench/iowa_dry_run.py)."""
     resume: bool = True
     """Resume into an existing store with the same run identity (committed chips are skipped)."""
     overwrite: bool = False
