@@ -13,8 +13,8 @@ pickles) holding:
 
 The pixel arrays are stored as Blosc-zstd bytes (uint8 members; the record's ``encoding`` gives
 each one's numcodecs codec, dtype and shape, :func:`load_partial` decodes them): zlib, as
-``savez_compressed`` uses, cost ~55 ms of the commit actor per chip and ~10 ms per load, which
-stage 2 pays nine times per chunk; Blosc takes ~3 ms and ~1 ms for a smaller file. Partials
+``savez_compressed`` uses, cost ~55 ms of the commit actor per chip and ~10 ms per load (stage 2
+loads each partial nine times); Blosc takes ~3 ms and ~8 ms for a file as small. Partials
 written before (plain float32 members, no ``encoding``) still load.
 
 The object is the commit: a chip whose partial exists is done. Locally it is written under a
