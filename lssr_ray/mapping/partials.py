@@ -11,11 +11,9 @@ pickles) holding:
 * trust layers (only when ``ok``, each optional): ``consistency``, ``uncertainty``, float32 of
   ``sr``'s shape (:mod:`lssr_ray.mapping.trust_layers`).
 
-The pixel arrays are stored as Blosc-zstd bytes (uint8 members; the record's ``encoding`` gives
-each one's numcodecs codec, dtype and shape, :func:`load_partial` decodes them): zlib, as
-``savez_compressed`` uses, cost ~55 ms of the commit actor per chip and ~10 ms per load (stage 2
-loads each partial nine times); Blosc takes ~3 ms and ~8 ms for a file as small. Partials
-written before (plain float32 members, no ``encoding``) still load.
+Pixel arrays are Blosc-zstd uint8 members (the record's ``encoding``: numcodecs codec, dtype, shape):
+zlib (``savez_compressed``) cost the commit actor ~55 ms per chip, Blosc ~3 ms for a file as small.
+Partials of earlier versions (float32 members, no ``encoding``) still load.
 
 The object is the commit: a chip whose partial exists is done. Locally it is written under a
 temporary name in the same directory and renamed (atomic on POSIX); on ``s3://`` it is one PUT
@@ -36,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from lssr_ray.data.batch import PRESENT_KEYS
-from lssr_ray.errors import StoreError
+from lssr_ray.errors import StoreError, one_line
 from lssr_ray.fileio import atomic_put, filesystem, is_remote
 
 PARTIALS_DIR = "_partials"
@@ -51,8 +49,7 @@ RETRY_REASONS = ("transient_read",)
 committed for accounting but not as done (:func:`retryable_chip_ids`)."""
 _SKIP_PARTIAL_MAX_BYTES = 16384  # a skip partial holds only its JSON record; larger ones are not skips
 CHIP_ID = re.compile(r"^r(\d{4})c(\d{4})$")
-PIXEL_CODEC = {"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 2, "blocksize": 0}
-"""numcodecs config of the partials' pixel arrays (zstd level 1 over bit-shuffled float32)."""
+PIXEL_CODEC = {"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 2, "blocksize": 0}  # numcodecs config
 
 
 def chip_id(row: int, col: int) -> str:
@@ -181,16 +178,15 @@ def _encode(arr: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def _decode(member: np.ndarray, enc: Mapping[str, Any] | None) -> np.ndarray:
-    if enc is None:  # a partial of an earlier version: the member is the array
-        return member
     from numcodecs import get_codec
 
+    if enc is None:  # a partial of an earlier version: the member is the array
+        return member
     return get_codec(dict(enc["codec"])).decode(member, out=np.empty(enc["shape"], np.dtype(enc["dtype"])))
 
 
 def _npz_bytes(record: Mapping[str, Any], members: Mapping[str, np.ndarray]) -> bytes:
-    """An ``.npz`` (``np.load`` reads it) with the record deflated and the already compressed
-    pixel members stored: deflating Blosc bytes again costs time and gains nothing."""
+    """An ``.npz`` with the record deflated and the (Blosc) pixel members stored as they are."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, arr in {"record": np.array(json.dumps(record)), **members}.items():
@@ -210,15 +206,20 @@ def load_partial(
     storage_options: Mapping[str, Any] | None = None,
 ) -> Partial | None:
     """Read one chip-date's partial (``with_sr=False``: the record only); None if not committed."""
-    fs, path = filesystem(partial_path(store_url, time_index, cid), storage_options)
+    url = partial_path(store_url, time_index, cid)
+    fs, path = filesystem(url, storage_options)
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
         return None
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        record = json.loads(str(npz["record"]))
-        enc = record.get("encoding", {})
-        arrays = {k: _decode(npz[k], enc.get(k)) for k in npz.files if k != "record"} if with_sr else {}
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            record = json.loads(str(npz["record"]))
+            enc = record.get("encoding", {})
+            arrays = {k: _decode(npz[k], enc.get(k)) for k in npz.files if k != "record"} if with_sr else {}
+    except (zipfile.BadZipFile, ValueError, KeyError, RuntimeError, EOFError) as exc:
+        raise StoreError(f"partial {url} is unreadable ({one_line(exc)}); delete it and rerun with the same "
+                         "settings: the resumed run computes that chip-date again") from exc
     sr = arrays.pop("sr", None)
     return Partial(record=record, sr=sr, layers=arrays)
 

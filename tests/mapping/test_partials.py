@@ -205,3 +205,30 @@ def test_pixels_are_blosc_members_and_earlier_partials_still_load(tmp_path):
     np.testing.assert_array_equal(q.sr, sr)
     np.testing.assert_array_equal(q.layers["consistency"], cons)
     assert P.done_chip_ids(store, 0) == {"r0000c0001", "r0000c0002"}
+
+
+@pytest.mark.parametrize("damage", ["not_a_zip", "truncated_pixels"])
+def test_unreadable_partial_is_one_store_error_naming_it(tmp_path, damage):
+    """A partial damaged outside the job (a disk fault, a hand edit) stops the reader with a
+    StoreError that names the file and says how to recover, not a zip / Blosc traceback."""
+    import zipfile
+
+    store = str(tmp_path / "out.zarr")
+    url = P.commit_partial(store, 0, "r0000c0001", sr=_sr(1), window=(0, 0, 48, 48))
+    if damage == "not_a_zip":
+        with open(url, "wb") as fh:
+            fh.write(b"half a partial")
+    else:  # a valid zip whose sr member holds the first 100 bytes of its Blosc frame
+        with np.load(url, allow_pickle=False) as z:
+            record, sr = z["record"], z["sr"]
+        with zipfile.ZipFile(url, "w") as zf:
+            for name, arr in (("record", record), ("sr", sr[:100])):
+                with zf.open(f"{name}.npy", "w") as fh:
+                    np.lib.format.write_array(fh, arr)
+    with pytest.raises(StoreError, match=r"r0000c0001\.npz is unreadable .*delete it and rerun"):
+        P.load_partial(store, 0, "r0000c0001")
+    if damage == "truncated_pixels":  # the record alone still reads (counts, resume bookkeeping)
+        assert P.load_partial(store, 0, "r0000c0001", with_sr=False).record["chip_id"] == "r0000c0001"
+    else:
+        with pytest.raises(StoreError, match="unreadable"):
+            P.load_partial(store, 0, "r0000c0001", with_sr=False)
