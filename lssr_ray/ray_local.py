@@ -13,6 +13,12 @@ process (this file run as a script, psutil only, in its own session so Ctrl-C of
 stop it) polls the driver PID; when the driver is gone it sends SIGTERM to every process carrying
 the tag, then SIGKILL to those still alive after a grace period. Processes are matched by that
 tag, never by name.
+
+A PID is told from a later process with the same PID by its start in clock ticks since boot
+(:func:`process_start`), never by psutil's ``create_time()``: that is boot time plus those ticks,
+and the kernel's boot time (``btime``, whole seconds) moves when the wall clock is stepped or slewed,
+so a driver checked against a start time taken in another process can look dead while it runs
+(the reaper then took down a live job's Ray, and the job exited with status 1 on its next Ray call).
 """
 
 from __future__ import annotations
@@ -40,6 +46,30 @@ GRACE_S = 3.0
 _REAPER: dict[int, tuple[str, subprocess.Popen]] = {}  # driver pid -> (tag, reaper process)
 
 
+def process_start(pid: int) -> float:
+    """When ``pid`` started, in a form that compares exactly across processes and hours.
+
+    Linux: clock ticks from boot to the process's start (``/proc/PID/stat`` field 22), which no
+    change of the wall clock moves. Elsewhere: psutil's start time in epoch seconds, rounded to the
+    second (compare with :func:`same_start`). Raises ``psutil.NoSuchProcess`` when the PID is gone.
+    """
+    import psutil
+
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # gone (ENOENT, or ESRCH while it exits), or no /proc on this system
+        if os.path.isdir("/proc/self"):
+            raise psutil.NoSuchProcess(pid) from None
+        return float(round(psutil.Process(pid).create_time()))
+    return float(stat[stat.rindex(b")") + 2:].split()[19])  # fields after "(comm)" start at field 3
+
+
+def same_start(a: float, b: float) -> bool:
+    """Two :func:`process_start` values of one process (exact ticks; within a second elsewhere)."""
+    return a == b if os.path.isdir("/proc/self") else abs(a - b) <= 1.0
+
+
 def _owner_tag() -> str:
     """This driver's tag (one per driver process, reused by later local Rays of the same process)."""
     pid = os.getpid()
@@ -54,8 +84,6 @@ def start_reaper() -> str:
     Everything this process starts afterwards (the local Ray's processes included) is taken down
     when this process dies.
     """
-    import psutil
-
     pid = os.getpid()
     if pid in _REAPER and _REAPER[pid][1].poll() is None:
         return _REAPER[pid][0]
@@ -63,7 +91,7 @@ def start_reaper() -> str:
     env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}  # the reaper must not match itself
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--watch", str(pid),
-         "--create-time", repr(psutil.Process(pid).create_time()), "--tag", tag],
+         "--start", repr(process_start(pid)), "--tag", tag],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=env, start_new_session=True, close_fds=True,
     )
@@ -110,7 +138,7 @@ _SESSION_RE = re.compile(r"(/[^\s=]*/session_\d{4}-\d\d-\d\d_[\d_-]+)")
 
 def session_processes(tag: str, known: dict[int, float] | None = None) -> tuple[list[Any], set[str]]:
     """The session's processes now: tagged ones, their descendants (the agents), still-live members
-    of ``known`` (``pid -> create_time`` from earlier scans: agents orphaned after their raylet
+    of ``known`` (``pid -> process_start`` from earlier scans: agents orphaned after their raylet
     died) and ``ray::`` processes holding files in the session's folder. Returns
     (processes, session folders seen)."""
     import psutil
@@ -123,11 +151,10 @@ def session_processes(tag: str, known: dict[int, float] | None = None) -> tuple[
             found.update({c.pid: c for c in p.children(recursive=True)})
         except psutil.Error:
             pass
-    for pid, ctime in (known or {}).items():
+    for pid, start in (known or {}).items():
         try:
-            p = psutil.Process(pid)
-            if abs(p.create_time() - ctime) < 1e-3:
-                found.setdefault(pid, p)
+            if same_start(process_start(pid), start):
+                found.setdefault(pid, psutil.Process(pid))
         except psutil.Error:
             continue
     sessions: set[str] = set()
@@ -184,12 +211,11 @@ def reap(tag: str, known: dict[int, float] | None = None, *, grace_s: float = GR
     return len(seen)
 
 
-def _driver_alive(pid: int, create_time: float) -> bool:
+def _driver_alive(pid: int, start: float) -> bool:
     import psutil
 
     try:
-        p = psutil.Process(pid)
-        return abs(p.create_time() - create_time) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE
+        return same_start(process_start(pid), start) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
@@ -199,19 +225,19 @@ def _main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(description="reap a job's local Ray when the job's driver dies")
     ap.add_argument("--watch", type=int, required=True, help="driver PID")
-    ap.add_argument("--create-time", type=float, required=True, help="driver start time (guards PID reuse)")
+    ap.add_argument("--start", type=float, required=True, help="driver's process_start (guards PID reuse)")
     ap.add_argument("--tag", required=True, help=f"value of {OWNER_ENV} in the session's processes")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    known: dict[int, float] = {}  # pid -> create_time of every session process seen so far
+    known: dict[int, float] = {}  # pid -> process_start of every session process seen so far
     last_scan = 0.0
     import psutil
 
-    while _driver_alive(a.watch, a.create_time):
+    while _driver_alive(a.watch, a.start):
         if time.monotonic() - last_scan >= SCAN_S:
             for p in session_processes(a.tag, known)[0]:
                 with contextlib.suppress(psutil.Error):  # gone meanwhile
-                    known[p.pid] = p.create_time()
+                    known[p.pid] = process_start(p.pid)
             last_scan = time.monotonic()
         time.sleep(POLL_S)
     reap(a.tag, known)

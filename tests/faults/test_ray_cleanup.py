@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from lssr_ray.ray_local import session_processes
+from lssr_ray.ray_local import _driver_alive, process_start, same_start, session_processes
 
 DRIVER = """
 import sys, time
@@ -27,12 +27,11 @@ time.sleep(600)
 
 
 def _alive(procs: dict[int, float]) -> list[int]:
-    """pids of ``{pid: create_time}`` still running (same process, not a reused pid), zombies excluded."""
+    """pids of ``{pid: process_start}`` still running (same process, not a reused pid), zombies excluded."""
     out = []
-    for pid, ctime in procs.items():
+    for pid, start in procs.items():
         try:
-            p = psutil.Process(pid)
-            if abs(p.create_time() - ctime) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
+            if same_start(process_start(pid), start) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 out.append(pid)
         except psutil.NoSuchProcess:
             continue
@@ -58,7 +57,7 @@ def test_local_ray_is_gone_after_the_driver_is_sigkilled(tmp_path):
         assert proc.stdout.readline().strip() == "ready"
         procs, sessions = session_processes(tag)
         assert len(sessions) == 1, sessions  # one Ray session, found from the tagged processes
-        before = {p.pid: p.create_time() for p in procs}
+        before = {p.pid: process_start(p.pid) for p in procs}
         names = " ".join(" ".join(p.cmdline()) for p in procs)
         # the session is really there: gcs, raylet and the two agents the issue saw orphaned
         for want in ("gcs_server", "raylet", "DashboardAgent", "RuntimeEnvAgent"):
@@ -71,3 +70,27 @@ def test_local_ray_is_gone_after_the_driver_is_sigkilled(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_wall_clock_step_does_not_make_a_live_driver_look_dead(monkeypatch):
+    """The reaper compares the driver's start, taken in the driver, with what it reads later in its own
+    process. psutil's ``create_time()`` adds the kernel's boot time, which moves by whole seconds when
+    the wall clock is stepped or slewed; a live driver then looked dead and its Ray was reaped."""
+    code = ("import os, sys; from lssr_ray.ray_local import process_start; "
+            "print(process_start(os.getpid()), flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        start_seen_by_itself = float(child.stdout.readline())
+        assert same_start(process_start(child.pid), start_seen_by_itself)  # exact across processes
+        assert not same_start(process_start(os.getpid()), start_seen_by_itself)
+        import psutil._pslinux as pslinux
+
+        monkeypatch.setattr(pslinux, "boot_time", lambda real=pslinux.boot_time: real() + 1.0)  # clock stepped 1 s
+        assert _driver_alive(child.pid, start_seen_by_itself)
+        child.stdin.close()
+        child.wait(10)
+        assert not _driver_alive(child.pid, start_seen_by_itself)
+    finally:
+        if child.poll() is None:
+            child.kill()
