@@ -30,7 +30,8 @@ orchestration overhead; the RSS sampler's own CPU is subtracted), per-actor mill
 (read, bicubic, commit; from the committed records), wall time, and the peak RSS of the driver and
 of every Ray actor. ``all`` (every chip of the plan) is measured for planning and store creation
 and the stage-1 work items; stage 1 + 2 over all 52,537 chips would take about an hour on 2 cores
-and ~36 GB of partials (``--run-chips 52537``).
+and ~36 GB of partials (``--run-chips 52537 --section iowa_dry_run_all``: its own section, so the
+1k / 10k rows stay).
 """
 
 from __future__ import annotations
@@ -378,18 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles", nargs="*", help="MGRS tiles (default: every tile meeting the AOI)")
     ap.add_argument("--block", type=int, help="chips per read block edge (default: the mapping job's)")
     ap.add_argument("--results", type=Path, default=HERE / "results.json", help="merge the section into this JSON")
+    ap.add_argument("--section", default="iowa_dry_run",
+                    help="section of --results to write (another name keeps earlier runs' rows, e.g. iowa_dry_run_all)")
     ap.add_argument("--markdown", action="store_true", help="print the section of --results as Markdown and exit")
     a = ap.parse_args(argv)
     if a.markdown:
-        print(markdown(json.loads(a.results.read_text())["iowa_dry_run"]))
+        print(markdown(json.loads(a.results.read_text())[a.section]))
         return 0
     t = time.perf_counter()
     command = "bench/iowa_dry_run.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def save(sec: dict[str, Any], *, finished: bool = False) -> None:
         res = json.loads(a.results.read_text()) if a.results.is_file() else {}
-        res["iowa_dry_run"] = {**sec, "command": command, "finished": finished}
-        res.setdefault("runs", {})["iowa_dry_run"] = {"date_utc": sec["date_utc"], "quick": False,
+        res[a.section] = {**sec, "command": command, "finished": finished}
+        res.setdefault("runs", {})[a.section] = {"date_utc": sec["date_utc"], "quick": False,
                                                       "seconds": round(time.perf_counter() - t, 1),
                                                       "loadavg_1_5_15": sec["loadavg_1_5_15"]}
         a.results.write_text(json.dumps(res, indent=1) + "\n")
@@ -401,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table(sec))
     save(sec, finished=True)
-    print(f"wrote section iowa_dry_run of {a.results}")
+    print(f"wrote section {a.section} of {a.results}")
     return 0
 
 

@@ -176,3 +176,16 @@ def test_larger_read_blocks_commit_the_same_partials(small_run, tmp_path_factory
         assert a.layers.keys() == b.layers.keys()
         for k in a.layers:
             np.testing.assert_array_equal(a.layers[k], b.layers[k], err_msg=f"{cid} {k}")
+
+
+def test_markdown_reads_the_named_section(small_run, tmp_path, capsys):
+    """``--section`` keeps an all-chip run apart from the 1k / 10k rows; ``--markdown`` prints the one named."""
+    _, sec, _ = small_run
+    other = {**sec, "runs": []}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"iowa_dry_run": other, "iowa_dry_run_all": sec}))
+    assert dry.main(["--markdown", "--results", str(results), "--section", "iowa_dry_run_all"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 64 |")]
+    assert len(rows) == 1
+    assert dry.main(["--markdown", "--results", str(results)]) == 0
+    assert not [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 64 |")]
